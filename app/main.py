@@ -1,0 +1,69 @@
+"""create_app(): routers, error handlers, templates and static files."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from app.config import Settings, get_settings
+from app.errors import AppError, Invalid
+from app.web import health, pages
+from app.web.render import TEMPLATES, is_htmx
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def wants_html(request: Request) -> bool:
+    if request.url.path.startswith("/api/"):
+        return False
+    return is_htmx(request) or "text/html" in request.headers.get("accept", "")
+
+
+def error_response(request: Request, err: AppError) -> Response:
+    if wants_html(request):
+        return TEMPLATES.TemplateResponse(
+            request, "_error.html", {"error": err}, status_code=err.status
+        )
+    return JSONResponse({"error": err.to_dict()}, status_code=err.status)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from worker.celery_app import configure
+
+        configure(settings)
+        yield
+
+    app = FastAPI(
+        title="Groundwork",
+        summary="Question answering over your own documents, with citations.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+
+    @app.exception_handler(AppError)
+    async def app_error(request: Request, err: AppError) -> Response:
+        return error_response(request, err)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError) -> Response:
+        first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = str(first["msg"])
+        return error_response(request, Invalid(f"{where}: {message}" if where else message))
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(health.router)
+    app.include_router(pages.router)
+    return app

