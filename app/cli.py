@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import json
 import logging
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from app.config import Settings, SettingsError, get_settings, use_settings
 from app.runtime import configure_logging
@@ -109,6 +112,91 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def walk(paths: list[str]) -> list[Path]:
+    """Files named, and every file under directories named (hidden ones skipped), in order."""
+    files: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            files.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                )
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise CliError(f"no such file or directory: {name}")
+    return files
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from app.db import session_scope
+    from app.ingest import service
+    from app.models import SETTLED, Document
+
+    files = walk(args.paths)
+    if not files:
+        raise CliError("no files to ingest")
+    with running_parts(worker=args.wait) as settings:
+        ids: list[int] = []
+        queued: list[int] = []
+        with session_scope() as session:
+            collection = service.get_collection(session, args.collection, create=True)
+            for path in files:
+                size = path.stat().st_size
+                if size > settings.max_upload_bytes:
+                    added = service.add_rejected(
+                        session, collection, path.name, size,
+                        f"larger than the {settings.max_upload_mb} MB limit", 413,
+                    )  # fmt: skip
+                else:
+                    added = service.add_document(
+                        session, collection, path.name, path.read_bytes(), settings.max_upload_bytes
+                    )
+                ids.append(added.document.id)
+                if added.enqueue:
+                    queued.append(added.document.id)
+        service.enqueue(queued)
+        log.info("sent %d file(s) to %s (%d queued)", len(ids), args.collection, len(queued))
+        while args.wait:
+            with session_scope() as session:
+                docs = {d.id: d for d in service.list_documents(session, ids=ids)}
+            pending = [d for d in docs.values() if d.status not in SETTLED]
+            if not pending:
+                break
+            log.info("waiting for %d document(s): %s", len(pending),
+                     ", ".join(f"{d.filename} {d.status}" for d in pending[:3]))  # fmt: skip
+            time.sleep(1.0)
+        with session_scope() as session:
+            docs = {d.id: d for d in service.list_documents(session, ids=ids)}
+    rows: list[Document] = [docs[i] for i in dict.fromkeys(ids) if i in docs]
+    out = [
+        {
+            "id": d.id,
+            "filename": d.filename,
+            "status": d.status,
+            "chunks": d.chunks_total if d.status == "indexed" else 0,
+            "error": d.error,
+        }
+        for d in rows
+    ]
+    if args.json:
+        print(json.dumps({"documents": out}))
+    else:
+        for row in out:
+            reason = f"  ({row['error']})" if row["error"] else ""
+            status, chunks = row["status"], row["chunks"]
+            print(f"{row['id']:>6}  {status:<9} {chunks:>5} chunks  {row['filename']}{reason}")
+    bad = any(row["status"] in ("failed", "rejected") for row in out)
+    if args.wait:
+        return 0 if all(row["status"] == "indexed" for row in out) else 1
+    return 1 if bad else 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     with running_parts():
         print("database schema is at head", file=sys.stderr)
@@ -125,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-worker", action="store_true", help="run the web app only")
     serve.add_argument("--no-llm", action="store_true", help="do not start the embedded LLM")
     serve.set_defaults(func=cmd_serve)
+
+    ingest = sub.add_parser("ingest", help="send files (directories are walked) for ingestion")
+    ingest.add_argument("paths", nargs="+", metavar="PATH")
+    ingest.add_argument("--collection", default="default")
+    ingest.add_argument("--wait", action="store_true", help="wait until every file settles")
+    ingest.add_argument("--json", action="store_true", help="print one JSON object")
+    ingest.set_defaults(func=cmd_ingest)
 
     migrate = sub.add_parser("migrate", help="upgrade the database schema to head")
     migrate.set_defaults(func=cmd_migrate)

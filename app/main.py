@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.config import Settings, get_settings
 from app.errors import AppError, Invalid
-from app.web import health, pages
+from app.web import api, documents, health, pages
 from app.web.render import TEMPLATES, is_htmx
 
 log = logging.getLogger(__name__)
@@ -66,4 +66,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(health.router)
     app.include_router(pages.router)
+    app.include_router(documents.router)
+    app.include_router(api.router)
     return app

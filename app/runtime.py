@@ -22,10 +22,10 @@ def configure_logging(settings: Settings) -> None:
 
 
 def configure_threads(settings: Settings) -> int:
-    """Give torch one thread per core (or TORCH_THREADS); numpy BLAS stays at one."""
-    threads = settings.torch_threads or os.cpu_count() or 1
-    if "torch" in sys.modules or settings.torch_threads:
-        import torch
+    """Give torch one thread per core (or TORCH_THREADS); numpy's BLAS stays at one (set in
+    app/__init__.py). Called where a model loads, so processes without models skip torch."""
+    import torch
 
-        torch.set_num_threads(threads)
+    threads = settings.torch_threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
     return threads

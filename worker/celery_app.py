@@ -42,7 +42,6 @@ def configure(settings: Settings) -> Celery:
         result_expires=3600,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        task_track_started=True,
         worker_send_task_events=False,
         timezone="UTC",
     )

@@ -7,7 +7,10 @@ import socket
 from sqlalchemy import text
 
 from app.db import session_scope
+from app.ingest import pipeline
 from worker.celery_app import celery_app
+
+MAX_RETRIES = 5
 
 
 @celery_app.task(name="groundwork.probe")
@@ -16,3 +19,18 @@ def probe() -> dict[str, str]:
     with session_scope() as session:
         session.execute(text("SELECT 1"))
     return {"worker": socket.gethostname(), "database": "ok"}
+
+
+@celery_app.task(
+    bind=True, name="groundwork.ingest_document", max_retries=MAX_RETRIES, ignore_result=True
+)
+def ingest_document(self, document_id: int) -> str:
+    """Parse, chunk, embed and index one document. Transient database or broker errors are
+    retried with backoff; after the last retry the document ends `failed`."""
+    try:
+        return pipeline.run(document_id, task_id=self.request.id, worker=self.request.hostname)
+    except pipeline.TRANSIENT as err:
+        if self.request.retries >= MAX_RETRIES:
+            pipeline.give_up(document_id, f"gave up after {MAX_RETRIES} retries: {err}")
+            return "failed"
+        raise self.retry(exc=err, countdown=min(60, 2 ** (self.request.retries + 1))) from err

@@ -74,14 +74,14 @@ class Document(Base):
     title: Mapped[str | None] = mapped_column(Text)
     content_type: Mapped[str] = mapped_column(String(100))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str | None] = mapped_column(String(64))  # none for rejected uploads
     status: Mapped[str] = mapped_column(String(20), default=DocumentStatus.queued)
     error: Mapped[str | None] = mapped_column(Text)
     page_count: Mapped[int | None] = mapped_column(Integer)
     chunks_done: Mapped[int] = mapped_column(Integer, default=0)
     chunks_total: Mapped[int] = mapped_column(Integer, default=0)
     text: Mapped[str | None] = mapped_column(Text, deferred=True)  # the extracted text
-    # A new version of a file (same name, new content) replaces this one once indexed.
+    # The version this upload replaces (same name, new content) once it is indexed.
     supersedes_id: Mapped[int | None] = mapped_column(
         ForeignKey("documents.id", ondelete="SET NULL")
     )

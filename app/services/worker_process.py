@@ -29,8 +29,16 @@ def workers_answering(timeout: float = 1.0) -> list[str]:
 class WorkerProcess:
     """One `celery worker` child in its own process group, stopped with its pool."""
 
-    def __init__(self, settings: Settings, *, name: str | None = None, env: dict | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        name: str | None = None,
+        env: dict[str, str] | None = None,
+        queues: list[str] | None = None,
+    ):
         self.settings = settings
+        self.queues = queues
         self.name = name or f"groundwork-{uuid.uuid4().hex[:8]}@localhost"
         self.env = {**settings.child_env(), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -54,6 +62,8 @@ class WorkerProcess:
             "--without-gossip",
             "--without-mingle",
         ]
+        if self.queues:
+            argv += ["--queues", ",".join(self.queues)]
         with open(self.log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
                 argv,

@@ -43,7 +43,7 @@ def upgrade() -> None:
         sa.Column("title", sa.Text),
         sa.Column("content_type", sa.String(100), nullable=False),
         sa.Column("size_bytes", sa.BigInteger, nullable=False),
-        sa.Column("sha256", sa.String(64), nullable=False),
+        sa.Column("sha256", sa.String(64)),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("error", sa.Text),
         sa.Column("page_count", sa.Integer),

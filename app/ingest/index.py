@@ -1,0 +1,118 @@
+"""Writing to the search index: generations, a document's chunks, and the change log.
+
+Functions here flush; the caller's unit of work commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select, text
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.models import Chunk, IndexChange, IndexGeneration
+
+CHANGE_LOCK = 7_340_002  # serialises change-log ids with commits (see IndexChange)
+GENERATION_LOCK = 7_340_003
+
+
+def live_generation(session: Session) -> IndexGeneration | None:
+    return session.scalars(select(IndexGeneration).where(IndexGeneration.state == "live")).first()
+
+
+def target_generations(session: Session) -> list[IndexGeneration]:
+    """Where new chunks go: the live generation and any being built beside it."""
+    return list(
+        session.scalars(
+            select(IndexGeneration)
+            .where(IndexGeneration.state.in_(("live", "building")))
+            .order_by(IndexGeneration.id)
+        )
+    )
+
+
+def create_generation(
+    session: Session, *, model: str, dimension: int, settings: Settings, state: str
+) -> IndexGeneration:
+    """A generation with its own partial HNSW index over `embedding::vector(dimension)`."""
+    generation = IndexGeneration(
+        embedding_model=model,
+        dimension=dimension,
+        chunk_tokens=settings.chunk_tokens,
+        chunk_overlap_tokens=settings.chunk_overlap_tokens,
+        state=state,
+        activated_at=datetime.now(UTC) if state == "live" else None,
+    )
+    session.add(generation)
+    session.flush()
+    # DDL takes no bind parameters; both values are integers from our own row.
+    gid, dim = int(generation.id), int(dimension)
+    session.execute(
+        text(
+            f"CREATE INDEX IF NOT EXISTS chunks_embedding_g{gid} ON chunks USING hnsw "
+            f"((embedding::vector({dim})) vector_cosine_ops) WHERE generation_id = {gid}"
+        )
+    )
+    return generation
+
+
+def ensure_live_generation(session: Session, settings: Settings) -> IndexGeneration:
+    """The live generation; the first one is made from the settings (embedding model and
+    chunking) when the first document is indexed."""
+    generation = live_generation(session)
+    if generation is not None:
+        return generation
+    session.execute(select(func.pg_advisory_xact_lock(GENERATION_LOCK)))
+    generation = live_generation(session)
+    if generation is not None:
+        return generation
+    from app.ingest.embed import get_embedder
+
+    dimension = get_embedder(settings.embedding_model).dimension
+    return create_generation(
+        session,
+        model=settings.embedding_model,
+        dimension=dimension,
+        settings=settings,
+        state="live",
+    )
+
+
+def record_change(session: Session, document_ids: Sequence[int]) -> None:
+    """Note that these documents' chunks changed. The lock is held to commit, so change ids
+    become visible in order (followers read `id > last_seen`). Call it last in a unit of
+    work: the lock serialises writers only from here to their commit."""
+    session.execute(select(func.pg_advisory_xact_lock(CHANGE_LOCK)))
+    session.execute(insert(IndexChange), [{"document_id": d} for d in document_ids])
+
+
+def replace_chunks(
+    session: Session,
+    *,
+    document_id: int,
+    collection_id: int,
+    generation: IndexGeneration,
+    rows: list[dict],
+    embeddings: np.ndarray,
+) -> None:
+    """All of a document's chunks in one generation, replaced in the caller's transaction."""
+    session.execute(
+        delete(Chunk).where(Chunk.document_id == document_id, Chunk.generation_id == generation.id)
+    )
+    if rows:
+        session.execute(
+            insert(Chunk),
+            [
+                {
+                    **row,
+                    "document_id": document_id,
+                    "collection_id": collection_id,
+                    "generation_id": generation.id,
+                    "embedding": vector,
+                    "embedding_model": generation.embedding_model,
+                }
+                for row, vector in zip(rows, embeddings, strict=True)
+            ],
+        )

@@ -1,0 +1,192 @@
+"""Documents and collections: what the upload page, the JSON API and `groundwork ingest`
+all call. Functions flush; the caller commits, then enqueues (`enqueue`)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, joinedload
+
+from app.errors import Invalid, NotFound
+from app.ingest.detect import Rejected, accept, safe_filename
+from app.ingest.index import record_change
+from app.models import Collection, Document, DocumentFile, DocumentStatus
+
+DEFAULT_COLLECTION = "default"
+_COLLECTION_NAME = re.compile(r"^[\w][\w .\-]{0,99}$")
+
+
+@dataclass
+class Added:
+    document: Document
+    enqueue: bool  # a new (or retried) document that a worker must process
+    duplicate: bool = False  # identical content was already in the collection
+    http_status: int = 201  # what an API answers for this file alone
+
+
+def check_collection_name(name: str) -> str:
+    name = (name or "").strip()
+    if not _COLLECTION_NAME.match(name):
+        raise Invalid(
+            "a collection name is 1 to 100 letters, digits, spaces, dots, dashes or underscores"
+        )
+    return name
+
+
+def get_collection(session: Session, name: str, *, create: bool = False) -> Collection:
+    name = check_collection_name(name)
+    collection = session.scalar(select(Collection).where(Collection.name == name))
+    if collection is None:
+        if not create:
+            raise NotFound(f"no collection named {name!r}")
+        collection = Collection(name=name)
+        try:
+            with session.begin_nested():
+                session.add(collection)
+        except IntegrityError:  # made by a concurrent request
+            collection = session.scalar(select(Collection).where(Collection.name == name))
+            assert collection is not None
+    return collection
+
+
+def list_collections(session: Session) -> list[tuple[Collection, int]]:
+    """Every collection with its number of documents, by name."""
+    counts = (
+        select(Document.collection_id, func.count().label("n"))
+        .group_by(Document.collection_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Collection, func.coalesce(counts.c.n, 0))
+        .outerjoin(counts, counts.c.collection_id == Collection.id)
+        .order_by(Collection.name)
+    ).all()
+    return [(c, int(n)) for c, n in rows]
+
+
+def add_rejected(
+    session: Session, collection: Collection, filename: str, size: int, reason: str, status: int
+) -> Added:
+    doc = Document(
+        collection_id=collection.id,
+        filename=safe_filename(filename),
+        content_type="unknown",
+        size_bytes=size,
+        sha256=None,
+        status=DocumentStatus.rejected,
+        error=reason,
+    )
+    session.add(doc)
+    session.flush()
+    return Added(doc, enqueue=False, http_status=status)
+
+
+def add_document(
+    session: Session, collection: Collection, filename: str, data: bytes, max_bytes: int
+) -> Added:
+    """Store an upload. Identical content in the same collection is the same document (a
+    failed one is retried); the same name with new content is a new version that replaces
+    the old one once it is indexed. A file that is not acceptable is recorded as rejected."""
+    name = safe_filename(filename)
+    try:
+        content_type = accept(data, name, max_bytes)
+    except Rejected as err:
+        return add_rejected(session, collection, name, len(data), err.reason, err.status)
+    sha256 = hashlib.sha256(data).hexdigest()
+    existing = _same_content(session, collection.id, sha256)
+    if existing is not None:
+        return _duplicate(existing)
+    previous = session.scalar(
+        select(Document)
+        .where(
+            Document.collection_id == collection.id,
+            Document.filename == name,
+            Document.status != DocumentStatus.rejected,
+        )
+        .order_by(Document.id.desc())
+        .limit(1)
+    )
+    doc = Document(
+        collection_id=collection.id,
+        filename=name,
+        content_type=content_type,
+        size_bytes=len(data),
+        sha256=sha256,
+        status=DocumentStatus.queued,
+        supersedes_id=previous.id if previous is not None else None,
+    )
+    try:
+        with session.begin_nested():
+            session.add(doc)
+            session.flush()
+            session.add(DocumentFile(document_id=doc.id, data=data))
+            session.flush()
+    except IntegrityError:  # the same content arrived concurrently
+        existing = _same_content(session, collection.id, sha256)
+        if existing is None:
+            raise
+        return _duplicate(existing)
+    return Added(doc, enqueue=True)
+
+
+def _same_content(session: Session, collection_id: int, sha256: str) -> Document | None:
+    return session.scalar(
+        select(Document).where(
+            Document.collection_id == collection_id,
+            Document.sha256 == sha256,
+            Document.status != DocumentStatus.rejected,
+        )
+    )
+
+
+def _duplicate(existing: Document) -> Added:
+    if existing.status == DocumentStatus.failed:
+        existing.status = DocumentStatus.queued
+        existing.error = None
+        return Added(existing, enqueue=True, duplicate=True)
+    return Added(existing, enqueue=False, duplicate=True, http_status=200)
+
+
+def get_document(session: Session, document_id: int) -> Document:
+    doc = session.get(Document, document_id)
+    if doc is None:
+        raise NotFound(f"no document {document_id}")
+    return doc
+
+
+def document_file(session: Session, document_id: int) -> tuple[Document, bytes]:
+    doc = get_document(session, document_id)
+    data = session.scalar(select(DocumentFile.data).where(DocumentFile.document_id == doc.id))
+    if data is None:
+        raise NotFound(f"document {document_id} has no stored file (it was rejected)")
+    return doc, data
+
+
+def list_documents(
+    session: Session, *, collection_id: int | None = None, ids: list[int] | None = None
+) -> list[Document]:
+    query = select(Document).options(joinedload(Document.collection)).order_by(Document.id.desc())
+    if collection_id is not None:
+        query = query.where(Document.collection_id == collection_id)
+    if ids is not None:
+        query = query.where(Document.id.in_(ids))
+    return list(session.scalars(query.limit(1000)))
+
+
+def delete_document(session: Session, document_id: int) -> None:
+    """Remove a document, its file and its chunks; search stops finding it at the commit."""
+    doc = get_document(session, document_id)
+    session.execute(delete(Document).where(Document.id == doc.id))
+    record_change(session, [doc.id])
+
+
+def enqueue(document_ids: list[int]) -> None:
+    """Send documents to the workers. Call after the commit that made them."""
+    from worker.tasks import ingest_document
+
+    for document_id in document_ids:
+        ingest_document.delay(document_id)
