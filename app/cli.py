@@ -16,11 +16,11 @@ import logging
 import signal
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from app.config import Settings, SettingsError, get_settings, use_settings
+from app.errors import AppError
 from app.runtime import configure_logging
 from app.services.embedded import EmbeddedError
 
@@ -136,41 +136,18 @@ def walk(paths: list[str]) -> list[Path]:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from app.db import session_scope
     from app.ingest import service
-    from app.models import SETTLED, Document
+    from app.ingest.bulk import ingest_files, wait_settled
+    from app.models import Document
 
     files = walk(args.paths)
     if not files:
         raise CliError("no files to ingest")
     with running_parts(worker=args.wait) as settings:
-        ids: list[int] = []
-        queued: list[int] = []
-        with session_scope() as session:
-            collection = service.get_collection(session, args.collection, create=True)
-            for path in files:
-                size = path.stat().st_size
-                if size > settings.max_upload_bytes:
-                    added = service.add_rejected(
-                        session, collection, path.name, size,
-                        f"larger than the {settings.max_upload_mb} MB limit", 413,
-                    )  # fmt: skip
-                else:
-                    added = service.add_document(
-                        session, collection, path.name, path.read_bytes(), settings.max_upload_bytes
-                    )
-                ids.append(added.document.id)
-                if added.enqueue:
-                    queued.append(added.document.id)
-        service.enqueue(queued)
-        log.info("sent %d file(s) to %s (%d queued)", len(ids), args.collection, len(queued))
-        while args.wait:
-            with session_scope() as session:
-                docs = {d.id: d for d in service.list_documents(session, ids=ids)}
-            pending = [d for d in docs.values() if d.status not in SETTLED]
-            if not pending:
-                break
-            log.info("waiting for %d document(s): %s", len(pending),
-                     ", ".join(f"{d.filename} {d.status}" for d in pending[:3]))  # fmt: skip
-            time.sleep(1.0)
+        sources = [(p.name, p.stat().st_size, p.read_bytes) for p in files]
+        ids = ingest_files(args.collection, sources, settings)
+        log.info("sent %d file(s) to %s", len(ids), args.collection)
+        if args.wait:
+            wait_settled(ids, on_wait=lambda n: log.info("waiting for %d document(s)", n))
         with session_scope() as session:
             docs = {d.id: d for d in service.list_documents(session, ids=ids)}
     rows: list[Document] = [docs[i] for i in dict.fromkeys(ids) if i in docs]
@@ -197,6 +174,88 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from app.db import session_scope
+    from app.web.search import run_search
+
+    with running_parts(), session_scope() as session:
+        result = run_search(session, args.query, args.collection, args.k, args.mode)
+        if args.json:
+            print(json.dumps(result.to_dict()))
+            return 0
+        timings = ", ".join(f"{k[:-3]} {v:.0f} ms" for k, v in result.timings.items())
+        print(f"{len(result.hits)} passage(s) ({timings}; reranker {result.reranker['status']})")
+        for hit in result.hits:
+            scores = " ".join(f"{k}={v:.3f}" for k, v in hit.scores.items() if v is not None)
+            page = f" p.{hit.page_start}" if hit.page_start else ""
+            print(
+                f"\n{hit.rank:>2}. {hit.title or hit.document}{page} [{hit.collection}]  {scores}"
+            )
+            print("    " + " ".join(hit.text.split())[:300])
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from app.db import session_scope
+    from app.generation.answer import answer, check_question
+    from app.ingest import service
+
+    question = check_question(args.question)
+    with running_parts(llm=True) as settings:
+        collections = None
+        if args.collection:
+            with session_scope() as session:
+                collections = [service.get_collection(session, args.collection).id]
+
+        async def run() -> dict:
+            result: dict = {}
+            async for event in answer(
+                question, settings=settings, collections=collections, source="cli"
+            ):
+                if event.kind == "token" and not args.json:
+                    print(event.data["text"], end="", flush=True)
+                elif event.kind == "error":
+                    result["error"] = event.data["message"]
+                else:
+                    result.update(event.data)
+            return result
+
+        result = asyncio.run(run())
+    citations = [
+        {k: c[k] for k in ("n", "document", "page", "chunk_id", "text", "supported", "score")}
+        for c in result.get("citations", [])
+    ]
+    timings = result.get("timings", {})
+    out = {
+        "answer": result.get("answer", ""),
+        "abstained": result.get("abstained", False),
+        "citations": citations,
+        "query": result.get("query", question),
+        "timings": {k: timings.get(k) for k in ("retrieval_ms", "ttft_ms", "total_ms")},
+    }
+    if "error" in result:
+        out["error"] = result["error"]
+    if args.json:
+        print(json.dumps(out))
+    else:
+        if out["abstained"] or "error" in result:
+            print(result.get("error") or out["answer"])
+            print("\nClosest passages:" if out["abstained"] else "\nPassages found:")
+            for p in result.get("passages", []):
+                page = f", p. {p['page']}" if p.get("page") else ""
+                print(f"  [{p['n']}] {p['title'] or p['document']}{page}: {p['text'][:160]}")
+        else:
+            print()
+            for c in citations:
+                state = "supported" if c["supported"] else "UNSUPPORTED"
+                where = f"[{c['n']}] {c['document']}" if c["n"] else "no passage"
+                page = f", p. {c['page']}" if c["page"] else ""
+                print(f"  {state} ({c['score']:.2f}) {where}{page}: {c['text'][:120]}")
+    return 1 if "error" in result else 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     with running_parts():
         print("database schema is at head", file=sys.stderr)
@@ -221,6 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--json", action="store_true", help="print one JSON object")
     ingest.set_defaults(func=cmd_ingest)
 
+    search = sub.add_parser("search", help="search the indexed passages")
+    search.add_argument("query")
+    search.add_argument("--collection", default=None)
+    search.add_argument("--k", type=int, default=None, help="passages to return")
+    search.add_argument("--mode", choices=["bm25", "dense", "hybrid"], default="hybrid")
+    search.add_argument("--json", action="store_true", help="print one JSON object")
+    search.set_defaults(func=cmd_search)
+
+    ask = sub.add_parser("ask", help="answer a question from the documents, with citations")
+    ask.add_argument("question")
+    ask.add_argument("--collection", default=None)
+    ask.add_argument("--json", action="store_true", help="print one JSON object")
+    ask.set_defaults(func=cmd_ask)
+
     migrate = sub.add_parser("migrate", help="upgrade the database schema to head")
     migrate.set_defaults(func=cmd_migrate)
     return parser
@@ -237,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings)
     try:
         return int(args.func(args) or 0)
-    except CliError as err:
+    except (CliError, AppError) as err:
         print(f"groundwork: {err}", file=sys.stderr)
         return 2
     except EmbeddedError as err:

@@ -47,13 +47,34 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # Workers
-    worker_concurrency: int = Field(1, ge=1, le=64, description="Processes per Celery worker.")
+    worker_concurrency: int = Field(2, ge=1, le=64, description="Processes per Celery worker.")
     torch_threads: int = Field(0, ge=0, le=256, description="0: one per core.")
     task_time_limit_s: int = Field(1800, ge=5, description="Hard limit on one ingestion task.")
     broker_visibility_timeout_s: int = Field(
         3600, ge=10, description="Redis redelivers an unacknowledged task after this."
     )
     max_task_attempts: int = Field(3, ge=1, le=20, description="Crashes before `failed`.")
+
+    # Search
+    search_k: int = Field(10, ge=1, le=100, description="Passages a search returns.")
+    fusion_method: Literal["rrf", "weighted"] = Field("rrf", description="Hybrid fusion.")
+    fusion_dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Weighted fusion only.")
+    fusion_depth: int = Field(100, ge=10, le=1000, description="Candidates from each list.")
+    rerank_depth: int = Field(50, ge=1, le=500, description="Fused candidates reranked.")
+    hnsw_ef_search: int = Field(100, ge=10, le=1000, description="pgvector HNSW search width.")
+
+    # Answers
+    answer_passages: int = Field(5, ge=1, le=20, description="Passages given to the LLM.")
+    answer_max_tokens: int = Field(300, ge=16, le=4096, description="Longest answer.")
+    abstain_threshold: float = Field(
+        0.0, description="Decline without the LLM below this fused score (no reranker)."
+    )
+    abstain_rerank_threshold: float = Field(
+        -5.0, description="Decline below this cross-encoder score (with a reranker)."
+    )
+    citation_support_threshold: float = Field(
+        0.5, ge=-1.0, le=1.0, description="Cosine a sentence needs to count as supported."
+    )
 
     # Chunking and embedding
     chunk_tokens: int = Field(200, ge=32, le=8192, description="Token budget of one chunk.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.config import Settings, get_settings
 from app.errors import AppError, Invalid
-from app.web import api, documents, health, pages
+from app.web import api, chat, documents, health, search
 from app.web.render import TEMPLATES, is_htmx
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,22 @@ def error_response(request: Request, err: AppError) -> Response:
     return JSONResponse({"error": err.to_dict()}, status_code=err.status)
 
 
+def warm_up(settings: Settings) -> None:
+    """Load the models and the BM25 index in the background, so the first search is fast."""
+    from app.db import session_scope
+    from app.ingest.embed import get_embedder
+    from app.retrieval.lexical_store import lexical_index
+    from app.retrieval.rerank import get_reranker
+
+    try:
+        get_embedder(settings.embedding_model)
+        get_reranker(settings.reranker_model)
+        with session_scope(settings) as session, lexical_index().synced(session):
+            pass
+    except Exception:  # a warm-up failure shows again on the first real use
+        log.exception("warm-up failed")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -42,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         from worker.celery_app import configure
 
         configure(settings)
+        threading.Thread(target=warm_up, args=(settings,), name="warm-up", daemon=True).start()
         yield
 
     app = FastAPI(
@@ -65,7 +83,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(health.router)
-    app.include_router(pages.router)
+    app.include_router(chat.pages)
+    app.include_router(chat.api)
     app.include_router(documents.router)
     app.include_router(api.router)
+    app.include_router(search.api)
+    app.include_router(search.pages)
     return app

@@ -21,11 +21,22 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# How many processes share this machine's cores for model work: a Celery worker with
+# WORKER_CONCURRENCY=N runs N pool processes, each gets 1/N of the cores.
+_process_share = 1
+
+
+def share_cores(processes: int) -> None:
+    global _process_share
+    _process_share = max(1, processes)
+
+
 def configure_threads(settings: Settings) -> int:
-    """Give torch one thread per core (or TORCH_THREADS); numpy's BLAS stays at one (set in
-    app/__init__.py). Called where a model loads, so processes without models skip torch."""
+    """torch threads: TORCH_THREADS, or this process's share of the cores; numpy's BLAS stays
+    at one (set in app/__init__.py). Called where a model loads, so processes without models
+    never import torch."""
     import torch
 
-    threads = settings.torch_threads or os.cpu_count() or 1
+    threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // _process_share)
     torch.set_num_threads(threads)
     return threads

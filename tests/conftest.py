@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.config import Settings, use_settings
 from app.db import get_engine, migrate
-from app.services.embedded import EmbeddedParts
+from app.main import create_app
+from app.services.embedded import EmbeddedParts, LlamaKind
 from app.services.worker_process import WorkerProcess
+from tests.helpers import new_collection, serving, upload, wait_settled
 
 # Settings every test process and child process shares: small limits keep tests quick.
 TEST_ENV = {
@@ -70,38 +72,8 @@ def db(settings: Settings) -> Iterator[Session]:
         connection.close()
 
 
-@contextmanager
-def serving(app) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on a free loopback port, in a thread."""
-    import socket
-    import threading
-    import time
-
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
 @pytest.fixture(scope="session")
 def live_server(settings: Settings, worker: WorkerProcess) -> Iterator[str]:
-    from app.main import create_app
-
     with serving(create_app(settings)) as url:
         yield url
 
@@ -121,10 +93,17 @@ def browser_driver() -> Iterator[object]:
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
-    ):  # fmt: skip
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1000",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     driver.set_page_load_timeout(30)
@@ -132,3 +111,32 @@ def browser_driver() -> Iterator[object]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="session")
+def llm_url(settings: Settings) -> Iterator[str]:
+    """The embedded llama.cpp server with SmolLM2-135M-Instruct, as `serve` starts it."""
+    proc, url = LlamaKind(settings.data_path, "SmolLM2-135M-Instruct", 4096, 2).launch()
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def facts(settings: Settings, worker: WorkerProcess) -> str:
+    name = new_collection()
+    docs = {
+        "tower.md": b"# Eiffel Tower\n\nThe Eiffel Tower is a wrought-iron tower in Paris. "
+        b"It was finished in 1889 for the World's Fair.",
+        "coffee.md": b"# Espresso\n\nEspresso is brewed by forcing hot water under pressure "
+        b"through finely ground coffee beans.",
+    }
+    with TestClient(create_app(settings)) as c:
+        ids = [d["id"] for d in upload(c, name, *docs.items()).json()["documents"]]
+        wait_settled(c, ids)
+    return name
+
+
+@pytest.fixture
+def llm_settings(settings: Settings, llm_url: str) -> Settings:
+    return settings.model_copy(update={"llm_base_url": llm_url})

@@ -10,7 +10,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from app.main import create_app
 from tests.factories import make_docx
+from tests.helpers import serving
 
 pytestmark = pytest.mark.browser
 
@@ -52,3 +54,38 @@ def test_upload_two_files_and_watch_both_reach_indexed(
     wait.until(
         lambda d: len(d.find_elements(By.CSS_SELECTOR, "#document-rows tr[data-status]")) == 2
     )
+
+
+def test_ask_see_the_answer_stream_and_open_a_citation(browser_driver, llm_settings, facts):
+    driver = browser_driver
+    with serving(create_app(llm_settings)) as url:
+        driver.get(f"{url}/")
+        Select(driver.find_element(By.NAME, "collection")).select_by_visible_text(facts)
+        box = driver.find_element(By.NAME, "question")
+        box.send_keys("When was the Eiffel Tower finished?")
+        driver.find_element(By.ID, "send").click()
+        lengths: set[int] = set()
+        wait = WebDriverWait(driver, 120, poll_frequency=0.05)
+
+        def settled(d) -> bool:
+            answers = d.find_elements(By.CSS_SELECTOR, ".assistant .answer")
+            if answers:
+                lengths.add(len(answers[-1].text))
+            status = d.find_elements(By.CSS_SELECTOR, ".assistant[data-status]")
+            return bool(status) and status[-1].get_attribute("data-status") in ("done", "error")
+
+        wait.until(settled)
+        assistant = driver.find_elements(By.CSS_SELECTOR, ".assistant")[-1]
+        assert assistant.get_attribute("data-status") == "done"
+        assert len({n for n in lengths if n > 0}) >= 2, "the answer did not arrive in pieces"
+        assert "1889" in assistant.find_element(By.CSS_SELECTOR, ".answer").text
+        cite = assistant.find_element(By.CSS_SELECTOR, ".cite")
+        cite.click()
+        panel = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#side .passage-panel"))
+        assert "1889" in panel.find_element(By.CSS_SELECTOR, "mark.cited").text
+        assert "tower.md" in panel.text
+        assert (
+            panel.find_element(By.LINK_TEXT, "Download the original").get_attribute("download")
+            is not None
+        )
+        assert "?c=" in driver.current_url  # the conversation is stored and addressable

@@ -23,36 +23,14 @@ from app.db import session_scope
 from app.main import create_app
 from app.models import Chunk, Document, IngestionAttempt
 from app.services.worker_process import WorkerProcess
-from tests.conftest import serving
 from tests.factories import encrypt_pdf, make_docx, make_html, make_pdf, make_zip_bomb
+from tests.helpers import new_collection, serving, upload, wait_settled
 
 
 @pytest.fixture
 def client(settings: Settings, worker: WorkerProcess) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as c:
         yield c
-
-
-def new_collection() -> str:
-    return f"test-{uuid.uuid4().hex[:10]}"
-
-
-def upload(client: TestClient, collection: str, *files: tuple[str, bytes]):
-    return client.post(
-        "/api/documents",
-        data={"collection": collection},
-        files=[("files", (name, data, "application/octet-stream")) for name, data in files],
-    )
-
-
-def wait_settled(client: TestClient, ids: list[int], timeout: float = 120) -> dict[int, dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        docs = {i: client.get(f"/api/documents/{i}").json() for i in ids}
-        if all(d["status"] in ("indexed", "failed", "rejected") for d in docs.values()):
-            return docs
-        assert time.monotonic() < deadline, f"not settled: {docs}"
-        time.sleep(0.3)
 
 
 def chunk_rows(document_id: int) -> list[tuple[int, str]]:
@@ -91,9 +69,10 @@ def test_upload_many_files_and_each_is_indexed_with_chunks(client: TestClient):
     assert {d["id"] for d in listed} == set(settled)
     with session_scope() as s:
         rows = s.execute(
-            select(Chunk.page_start, Chunk.embedding_model, func.vector_dims(Chunk.embedding))
-            .where(Chunk.document_id == pdf["id"])
-        ).all()  # fmt: skip
+            select(
+                Chunk.page_start, Chunk.embedding_model, func.vector_dims(Chunk.embedding)
+            ).where(Chunk.document_id == pdf["id"])
+        ).all()
     assert rows and all(dims == 384 and "MiniLM" in model for _, model, dims in rows)
     assert {r[0] for r in rows} <= {1, 2}
 
@@ -223,7 +202,7 @@ def test_new_version_replaces_old_chunks_atomically(client: TestClient):
                     .where(Document.filename == "policy.md")
                     .where(Document.collection.has(name=collection))
                 )
-            )  # fmt: skip
+            )
         seen.append(owners)
         if owners == {v2_id}:
             break
@@ -258,15 +237,30 @@ def test_download_is_an_attachment_never_inline(client: TestClient):
 
 def test_hostile_filenames_are_stored_safely_and_shown_escaped(client: TestClient):
     collection = new_collection()
-    names = [b"../../etc/passwd.md", b"nul\x00byte.md", b"y" * 300 + b".md",
-             b"<img src=x onerror=alert(1)>.md"]  # fmt: skip
+    names = [
+        b"../../etc/passwd.md",
+        b"nul\x00byte.md",
+        b"y" * 300 + b".md",
+        b"<img src=x onerror=alert(1)>.md",
+    ]
     boundary = b"hostile"
-    body = b"".join(
-        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="files"; filename="'
-        + name + b'"\r\n\r\n# Doc %d\n\nBody %d.\r\n' % (i, i)
-        for i, name in enumerate(names)
-    ) + b"--" + boundary + b'\r\nContent-Disposition: form-data; name="collection"\r\n\r\n' \
-        + collection.encode() + b"\r\n--" + boundary + b"--\r\n"  # fmt: skip
+    body = (
+        b"".join(
+            b"--"
+            + boundary
+            + b'\r\nContent-Disposition: form-data; name="files"; filename="'
+            + name
+            + b'"\r\n\r\n# Doc %d\n\nBody %d.\r\n' % (i, i)
+            for i, name in enumerate(names)
+        )
+        + b"--"
+        + boundary
+        + b'\r\nContent-Disposition: form-data; name="collection"\r\n\r\n'
+        + collection.encode()
+        + b"\r\n--"
+        + boundary
+        + b"--\r\n"
+    )
     response = client.post(
         "/api/documents",
         content=body,
@@ -300,7 +294,7 @@ def test_crashed_attempts_end_in_failed_after_the_limit(settings: Settings):
         for _ in range(settings.max_task_attempts):  # workers that died mid-document
             s.add(IngestionAttempt(document_id=doc.id, outcome="running"))
         doc_id = doc.id
-    assert pipeline.run(doc_id) == "failed"
+    assert pipeline.run([doc_id]) == {doc_id: "failed"}
     with session_scope() as s:
         doc = s.get(Document, doc_id)
         assert doc is not None and doc.status == "failed" and "stopped 3 times" in (doc.error or "")
@@ -319,10 +313,22 @@ def test_cli_ingest_folder(settings: Settings, worker: WorkerProcess, tmp_path: 
     (folder / ".hidden.md").write_bytes(b"# hidden")
     collection = new_collection()
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "ingest", str(folder), "--collection", collection,
-         "--wait", "--json"],
-        env=dict(os.environ), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "ingest",
+            str(folder),
+            "--collection",
+            collection,
+            "--wait",
+            "--json",
+        ],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1, result.stderr  # one file was rejected
     out = json.loads(result.stdout)
     by_name = {d["filename"]: d for d in out["documents"]}
@@ -332,10 +338,22 @@ def test_cli_ingest_folder(settings: Settings, worker: WorkerProcess, tmp_path: 
     assert all(by_name[n]["status"] == "indexed" and by_name[n]["chunks"] > 0 for n in GOOD)
 
     again = subprocess.run(
-        [sys.executable, "-m", "app.cli", "ingest", str(folder / "notes.md"), "--collection",
-         collection, "--wait", "--json"],
-        env=dict(os.environ), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "ingest",
+            str(folder / "notes.md"),
+            "--collection",
+            collection,
+            "--wait",
+            "--json",
+        ],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0
     assert json.loads(again.stdout)["documents"][0]["id"] == by_name["notes.md"]["id"]
 
@@ -345,7 +363,7 @@ def test_worker_killed_mid_document_ends_indexed_exactly_once(settings: Settings
     """SIGKILL a real worker while it embeds a long document; a new worker picks the task up
     again once the broker's visibility timeout passes, and the document is indexed once."""
     from app.ingest import service
-    from worker.tasks import ingest_document
+    from worker.tasks import ingest_documents
 
     paragraph = "Sentence about retrieval evaluation and careful engineering of systems. " * 14
     body = "\n\n".join(f"## Part {i}\n\n{paragraph}" for i in range(160)).encode()
@@ -359,7 +377,7 @@ def test_worker_killed_mid_document_ends_indexed_exactly_once(settings: Settings
     first = WorkerProcess(settings, name=f"doomed-{queue}@localhost", env=env, queues=[queue])
     first.start()
     try:
-        ingest_document.apply_async(args=[doc_id], queue=queue)
+        ingest_documents.apply_async(args=[[doc_id]], queue=queue)
         deadline = time.monotonic() + 120
         while True:
             with session_scope() as s:

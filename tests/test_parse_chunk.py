@@ -41,11 +41,14 @@ def _zip(names: list[str]) -> bytes:
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "photo.pdf", "image/png"),
         (b"\xff\xd8\xff\xe0" + b"\x00" * 64, "photo.docx", "image/jpeg"),
         (_zip(["a.txt", "b.txt"]), "archive.docx", "application/zip"),
-        (_zip(["[Content_Types].xml", "xl/workbook.xml"]), "sheet.docx",
-         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+        (
+            _zip(["[Content_Types].xml", "xl/workbook.xml"]),
+            "sheet.docx",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        ),
         (bytes(range(256)) * 4, "data.txt", "application/octet-stream"),
     ],
-)  # fmt: skip
+)
 def test_type_is_decided_from_content(data: bytes, filename: str, expected: str):
     assert detect.detect(data, filename) == expected
 
@@ -254,9 +257,13 @@ def test_budget_leaves_room_for_the_title_and_heading_prefix():
 def test_a_sentence_longer_than_the_budget_is_cut_into_word_windows():
     parsed = _parsed(Block(" ".join(f"w{i}" for i in range(100))))
     chunks = chunk_document(
-        assemble(parsed), None, words_count, chunk_tokens=32, overlap_tokens=0,
+        assemble(parsed),
+        None,
+        words_count,
+        chunk_tokens=32,
+        overlap_tokens=0,
         max_sequence_tokens=256,
-    )  # fmt: skip
+    )
     assert [words_count([c.text])[0] for c in chunks] == [32, 32, 32, 4]
 
 

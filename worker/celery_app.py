@@ -52,8 +52,10 @@ def configure(settings: Settings) -> Celery:
 def _init_worker_process(**_: object) -> None:
     # Each pool process opens its own database connections after the fork.
     from app.db import dispose_engines
+    from app.runtime import share_cores
 
     dispose_engines()
+    share_cores(get_settings().worker_concurrency)
 
 
 if get_settings().redis_url:

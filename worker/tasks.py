@@ -22,15 +22,15 @@ def probe() -> dict[str, str]:
 
 
 @celery_app.task(
-    bind=True, name="groundwork.ingest_document", max_retries=MAX_RETRIES, ignore_result=True
+    bind=True, name="groundwork.ingest_documents", max_retries=MAX_RETRIES, ignore_result=True
 )
-def ingest_document(self, document_id: int) -> str:
-    """Parse, chunk, embed and index one document. Transient database or broker errors are
-    retried with backoff; after the last retry the document ends `failed`."""
+def ingest_documents(self, document_ids: list[int]) -> dict[int, str]:
+    """Parse, chunk, embed and index documents. Transient database or broker errors are
+    retried with backoff; after the last retry the documents end `failed`."""
     try:
-        return pipeline.run(document_id, task_id=self.request.id, worker=self.request.hostname)
+        return pipeline.run(document_ids, task_id=self.request.id, worker=self.request.hostname)
     except pipeline.TRANSIENT as err:
         if self.request.retries >= MAX_RETRIES:
-            pipeline.give_up(document_id, f"gave up after {MAX_RETRIES} retries: {err}")
-            return "failed"
+            pipeline.give_up(document_ids, f"gave up after {MAX_RETRIES} retries: {err}")
+            return dict.fromkeys(document_ids, "failed")
         raise self.retry(exc=err, countdown=min(60, 2 ** (self.request.retries + 1))) from err

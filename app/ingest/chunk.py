@@ -76,8 +76,9 @@ def _words(doc: str, start: int, end: int, budget: int, count: CountTokens) -> l
     return units
 
 
-def _units(doc: str, block: Block, start: int, end: int, tokens: int, budget: int,
-           count: CountTokens) -> list[_Unit]:  # fmt: skip
+def _units(
+    doc: str, block: Block, start: int, end: int, tokens: int, budget: int, count: CountTokens
+) -> list[_Unit]:
     if tokens <= budget:
         return [_Unit(start, end, tokens, block.page)]
     pattern = re.compile(r"\n") if block.kind == "table" else _SENTENCE_END
@@ -88,8 +89,10 @@ def _units(doc: str, block: Block, start: int, end: int, tokens: int, budget: in
         if n <= budget:
             units.append(_Unit(a, b, n, block.page))
         else:
-            units.extend(_Unit(u.start, u.end, u.tokens, block.page)
-                         for u in _words(doc, a, b, budget, count))  # fmt: skip
+            units.extend(
+                _Unit(u.start, u.end, u.tokens, block.page)
+                for u in _words(doc, a, b, budget, count)
+            )
     return units
 
 
@@ -104,8 +107,9 @@ def chunk_document(
 ) -> list[ChunkSpec]:
     doc = assembled.text
     blocks = [p for p in assembled.placed if p.block.kind != "heading"]
-    block_tokens = dict(zip((id(p) for p in blocks),
-                            count([p.block.text for p in blocks]), strict=True))  # fmt: skip
+    block_tokens = dict(
+        zip((id(p) for p in blocks), count([p.block.text for p in blocks]), strict=True)
+    )
 
     # Sections: runs of blocks under one heading path.
     sections: list[tuple[tuple[str, ...], list]] = []
@@ -166,3 +170,8 @@ def _make(doc: str, ordinal: int, units: list[_Unit], heading_path: tuple[str, .
         page_start=min(pages) if pages else None,
         page_end=max(pages) if pages else None,
     )
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Where the sentences of `text` are (the splitter the chunker uses)."""
+    return _spans(text, 0, _SENTENCE_END)

@@ -5,6 +5,7 @@ Functions here flush; the caller's unit of work commits."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
@@ -47,15 +48,20 @@ def create_generation(
     )
     session.add(generation)
     session.flush()
-    # DDL takes no bind parameters; both values are integers from our own row.
-    gid, dim = int(generation.id), int(dimension)
+    create_vector_index(session, generation.id, dimension)
+    return generation
+
+
+def create_vector_index(session: Session, generation_id: int, dimension: int) -> None:
+    """The generation's partial HNSW index (cosine) over its embeddings cast to its
+    dimension. DDL takes no bind parameters; both values are integers."""
+    gid, dim = int(generation_id), int(dimension)
     session.execute(
         text(
             f"CREATE INDEX IF NOT EXISTS chunks_embedding_g{gid} ON chunks USING hnsw "
             f"((embedding::vector({dim})) vector_cosine_ops) WHERE generation_id = {gid}"
         )
     )
-    return generation
 
 
 def ensure_live_generation(session: Session, settings: Settings) -> IndexGeneration:
@@ -88,31 +94,37 @@ def record_change(session: Session, document_ids: Sequence[int]) -> None:
     session.execute(insert(IndexChange), [{"document_id": d} for d in document_ids])
 
 
+@dataclass
+class DocumentChunks:
+    document_id: int
+    collection_id: int
+    rows: list[dict]
+    embeddings: np.ndarray
+
+
 def replace_chunks(
-    session: Session,
-    *,
-    document_id: int,
-    collection_id: int,
-    generation: IndexGeneration,
-    rows: list[dict],
-    embeddings: np.ndarray,
+    session: Session, generation: IndexGeneration, documents: list[DocumentChunks]
 ) -> None:
-    """All of a document's chunks in one generation, replaced in the caller's transaction."""
+    """Documents' chunks in one generation, replaced in the caller's transaction."""
+    if not documents:
+        return
     session.execute(
-        delete(Chunk).where(Chunk.document_id == document_id, Chunk.generation_id == generation.id)
-    )
-    if rows:
-        session.execute(
-            insert(Chunk),
-            [
-                {
-                    **row,
-                    "document_id": document_id,
-                    "collection_id": collection_id,
-                    "generation_id": generation.id,
-                    "embedding": vector,
-                    "embedding_model": generation.embedding_model,
-                }
-                for row, vector in zip(rows, embeddings, strict=True)
-            ],
+        delete(Chunk).where(
+            Chunk.document_id.in_([d.document_id for d in documents]),
+            Chunk.generation_id == generation.id,
         )
+    )
+    rows = [
+        {
+            **row,
+            "document_id": d.document_id,
+            "collection_id": d.collection_id,
+            "generation_id": generation.id,
+            "embedding": vector,
+            "embedding_model": generation.embedding_model,
+        }
+        for d in documents
+        for row, vector in zip(d.rows, d.embeddings, strict=True)
+    ]
+    if rows:
+        session.execute(insert(Chunk), rows)

@@ -184,9 +184,27 @@ def delete_document(session: Session, document_id: int) -> None:
     record_change(session, [doc.id])
 
 
-def enqueue(document_ids: list[int]) -> None:
-    """Send documents to the workers. Call after the commit that made them."""
-    from worker.tasks import ingest_document
+BATCH_DOCUMENTS = 32
+BATCH_BYTES = 8 * 1024 * 1024
 
-    for document_id in document_ids:
-        ingest_document.delay(document_id)
+
+def batches(documents: list[Document]) -> list[list[int]]:
+    """Small documents travel together (their chunks are embedded in one go), large ones
+    alone: at most BATCH_DOCUMENTS and BATCH_BYTES a batch."""
+    out: list[list[int]] = []
+    size = 0
+    for doc in documents:
+        if not out or len(out[-1]) >= BATCH_DOCUMENTS or size + doc.size_bytes > BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(doc.id)
+        size += doc.size_bytes
+    return out
+
+
+def enqueue(documents: list[Document]) -> None:
+    """Send documents to the workers. Call after the commit that made them."""
+    from worker.tasks import ingest_documents
+
+    for batch in batches(documents):
+        ingest_documents.delay(batch)

@@ -68,13 +68,13 @@ class Chunk(Base):
     collection_id: Mapped[int] = mapped_column(Integer)  # copied from the document, for filters
     ordinal: Mapped[int] = mapped_column(Integer)
     text: Mapped[str] = mapped_column(Text)
-    lexemes: Mapped[str] = mapped_column(Text)  # BM25 tokens of title, headings and text
+    lexemes: Mapped[str] = mapped_column(Text, deferred=True)  # BM25 tokens, with the prefix
     heading_path: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)
     page_start: Mapped[int | None] = mapped_column(Integer)
     page_end: Mapped[int | None] = mapped_column(Integer)
     char_start: Mapped[int] = mapped_column(Integer)  # offsets into documents.text
     char_end: Mapped[int] = mapped_column(Integer)
-    embedding = mapped_column(Vector(), nullable=False)
+    embedding = mapped_column(Vector(), nullable=False, deferred=True)
     embedding_model: Mapped[str] = mapped_column(String(300))
 
 

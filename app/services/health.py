@@ -64,14 +64,46 @@ def check_worker(settings: Settings, redis_ok: bool) -> PartHealth:
     return part("ok", f"{len(names)} worker(s): {', '.join(names)}")
 
 
-def health(settings: Settings, extra: dict[str, PartHealth] | None = None) -> dict[str, PartHealth]:
-    with ThreadPoolExecutor(max_workers=2) as pool:
+def check_embedder(settings: Settings) -> PartHealth:
+    from app.ingest.embed import get_embedder
+
+    try:
+        embedder = get_embedder(settings.embedding_model)
+    except Exception as err:  # noqa: BLE001
+        return part("error", f"{settings.embedding_model}: {type(err).__name__}: {err}"[:300])
+    return part("ok", f"{embedder.name} ({embedder.dimension} dimensions)")
+
+
+def check_reranker(settings: Settings) -> PartHealth:
+    from app.retrieval.rerank import get_reranker
+
+    reranker = get_reranker(settings.reranker_model)
+    return part("ok" if reranker.loaded else "off", reranker.detail)
+
+
+def check_llm(settings: Settings) -> PartHealth:
+    from app.generation.llm import check_llm as check
+
+    result = check(settings)
+    return part(result["status"], result["detail"])  # type: ignore[arg-type]
+
+
+def health(settings: Settings) -> dict[str, PartHealth]:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         database = pool.submit(check_database, settings)
+        embedder = pool.submit(check_embedder, settings)
+        reranker = pool.submit(check_reranker, settings)
+        llm = pool.submit(check_llm, settings)
         redis_health = check_redis(settings)
         worker = check_worker(settings, redis_health["status"] == "ok")
-        report = {"database": database.result(), "redis": redis_health, "worker": worker}
-    report.update(extra or {})
-    return report
+        return {
+            "database": database.result(),
+            "redis": redis_health,
+            "worker": worker,
+            "embedder": embedder.result(),
+            "reranker": reranker.result(),
+            "llm": llm.result(),
+        }
 
 
 def is_healthy(report: dict[str, PartHealth]) -> bool:

@@ -131,7 +131,7 @@ async def upload_documents(request: Request, session: SessionDep, settings: Sett
             status_code=422,
         )
     session.commit()
-    service.enqueue([r.document.id for r in results if r.enqueue])
+    service.enqueue([r.document for r in results if r.enqueue])
     body = DocumentList(documents=[document_out(r.document, r.duplicate) for r in results])
     return JSONResponse(body.model_dump(mode="json"), status_code=upload_status(results))
 

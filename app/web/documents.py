@@ -39,7 +39,7 @@ async def upload(request: Request, session: SessionDep, settings: SettingsDep):
     collection = service.get_collection(session, name, create=True)
     results = store(session, received, collection, settings)
     session.commit()
-    service.enqueue([r.document.id for r in results if r.enqueue])
+    service.enqueue([r.document for r in results if r.enqueue])
     return render(
         request,
         "_document_rows.html",

@@ -9,13 +9,49 @@ import lxml.html
 from app.ingest.structure import Block, Parsed, ParseError, clean
 
 DROP = {
-    "script", "style", "noscript", "template", "svg", "canvas", "iframe", "object", "embed",
-    "nav", "header", "footer", "aside", "form", "button", "select", "head", "input", "dialog",
-}  # fmt: skip
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "svg",
+    "canvas",
+    "iframe",
+    "object",
+    "embed",
+    "nav",
+    "header",
+    "footer",
+    "aside",
+    "form",
+    "button",
+    "select",
+    "head",
+    "input",
+    "dialog",
+}
 BLOCKS = {
-    "p", "div", "section", "article", "main", "li", "ul", "ol", "dl", "dt", "dd", "blockquote",
-    "pre", "figure", "figcaption", "address", "details", "summary", "hr", "br", "center",
-}  # fmt: skip
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "li",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "blockquote",
+    "pre",
+    "figure",
+    "figcaption",
+    "address",
+    "details",
+    "summary",
+    "hr",
+    "br",
+    "center",
+}
 HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 
 

@@ -1,0 +1,328 @@
+"""Accounts and access: passwords (argon2), sessions, API keys, sign-in rate limits, who may
+read which collection, and the audit log. Functions flush; the caller commits."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.errors import Invalid, NotFound, TooManyRequests, Unauthorized
+from app.models import (
+    ApiKey,
+    AuditEvent,
+    Collection,
+    CollectionMember,
+    Group,
+    GroupMember,
+    User,
+    UserSession,
+)
+
+SESSION_DAYS = 14
+API_KEY_PREFIX = "gw_"
+MIN_PASSWORD = 10
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+_hasher = PasswordHasher()
+# A hash to verify against when the account does not exist, so that timing does not tell.
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def normalize_email(email: str) -> str:
+    email = (email or "").strip().lower()
+    if not _EMAIL.match(email):
+        raise Invalid("that is not an email address")
+    return email
+
+
+def create_user(session: Session, email: str, password: str, role: str = "member") -> User:
+    email = normalize_email(email)
+    if len(password) < MIN_PASSWORD:
+        raise Invalid(f"a password needs at least {MIN_PASSWORD} characters")
+    if role not in ("admin", "member"):
+        raise Invalid("role is admin or member")
+    if session.scalar(select(exists().where(User.email == email))):
+        raise Invalid(f"{email} already has an account")
+    user = User(email=email, password_hash=_hasher.hash(password), role=role)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def has_admin(session: Session) -> bool:
+    return bool(session.scalar(select(exists().where(User.role == "admin", ~User.disabled))))
+
+
+# -- signing in ------------------------------------------------------------------------------
+
+
+class SignInLimiter:
+    """Failed sign-ins slow down further tries, per account and per address, in Redis so that
+    every web process agrees: after 3 failures each next try must wait twice as long as the
+    last (1 s, 2 s, 4 s … up to 5 minutes). A success clears the account's count."""
+
+    FREE = 3
+    MAX_DELAY = 300
+    WINDOW = 3600
+
+    def __init__(self, client: redis.Redis):
+        self.redis = client
+
+    def _keys(self, email: str, address: str) -> list[str]:
+        return [f"gw:signin:account:{_sha256(email)}", f"gw:signin:address:{address}"]
+
+    def check(self, email: str, address: str) -> None:
+        now = time.time()
+        waits = []
+        for key in self._keys(email, address):
+            failures, last = self.redis.hmget(key, "failures", "last")
+            if failures is None or last is None:
+                continue
+            delay = self.delay(int(failures))
+            if now < float(last) + delay:
+                waits.append(float(last) + delay - now)
+        if waits:
+            raise TooManyRequests(f"too many failed sign-ins: try again in {int(max(waits)) + 1} s")
+
+    def delay(self, failures: int) -> float:
+        if failures < self.FREE:
+            return 0.0
+        return float(min(self.MAX_DELAY, 2 ** (failures - self.FREE)))
+
+    def failed(self, email: str, address: str) -> None:
+        pipe = self.redis.pipeline()
+        for key in self._keys(email, address):
+            pipe.hincrby(key, "failures", 1)
+            pipe.hset(key, "last", time.time())
+            pipe.expire(key, self.WINDOW)
+        pipe.execute()
+
+    def succeeded(self, email: str) -> None:
+        self.redis.delete(self._keys(email, "")[0])
+
+
+def authenticate(
+    session: Session, limiter: SignInLimiter, email: str, password: str, address: str
+) -> User:
+    """The user, or one generic error (which part was wrong is not said)."""
+    try:
+        email = normalize_email(email)
+    except Invalid:
+        raise Unauthorized("wrong email or password") from None
+    limiter.check(email, address)
+    user = session.scalar(select(User).where(User.email == email))
+    try:
+        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
+        ok = user is not None and not user.disabled
+    except (VerificationError, InvalidHashError):
+        ok = False
+    if not ok:
+        limiter.failed(email, address)
+        raise Unauthorized("wrong email or password")
+    assert user is not None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    limiter.succeeded(email)
+    return user
+
+
+@dataclass
+class SignedIn:
+    user: User
+    session: UserSession | None  # None when signed in with an API key
+    api_key: ApiKey | None = None
+
+    @property
+    def csrf_token(self) -> str | None:
+        return self.session.csrf_token if self.session else None
+
+
+def start_session(session: Session, user: User) -> tuple[str, UserSession]:
+    token = secrets.token_urlsafe(32)
+    row = UserSession(
+        token_hash=_sha256(token),
+        user_id=user.id,
+        csrf_token=secrets.token_urlsafe(32),
+        expires_at=datetime.now(UTC) + timedelta(days=SESSION_DAYS),
+    )
+    session.add(row)
+    session.flush()
+    return token, row
+
+
+def session_user(session: Session, token: str | None) -> SignedIn | None:
+    if not token:
+        return None
+    row = session.scalar(select(UserSession).where(UserSession.token_hash == _sha256(token)))
+    if row is None or row.expires_at <= datetime.now(UTC):
+        return None
+    user = session.get(User, row.user_id)
+    if user is None or user.disabled:
+        return None
+    return SignedIn(user, row)
+
+
+def end_session(session: Session, token: str | None) -> None:
+    if token:
+        session.execute(delete(UserSession).where(UserSession.token_hash == _sha256(token)))
+
+
+# -- API keys --------------------------------------------------------------------------------
+
+
+def create_api_key(session: Session, user: User, name: str) -> tuple[str, ApiKey]:
+    """The key (shown once) and its row."""
+    name = (name or "").strip()[:100] or "key"
+    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(user_id=user.id, name=name, prefix=key[:10], key_hash=_sha256(key))
+    session.add(row)
+    session.flush()
+    return key, row
+
+
+def revoke_api_key(session: Session, user: User, key_id: int) -> None:
+    row = session.get(ApiKey, key_id)
+    if row is None or row.user_id != user.id:
+        raise NotFound(f"no API key {key_id}")
+    row.revoked_at = row.revoked_at or datetime.now(UTC)
+
+
+def api_key_user(session: Session, key: str | None) -> SignedIn | None:
+    if not key or not key.startswith(API_KEY_PREFIX):
+        return None
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == _sha256(key)))
+    if row is None or row.revoked_at is not None:
+        return None
+    user = session.get(User, row.user_id)
+    if user is None or user.disabled:
+        return None
+    row.last_used_at = datetime.now(UTC)
+    return SignedIn(user, None, row)
+
+
+# -- who reads what --------------------------------------------------------------------------
+
+
+def readable_collections(session: Session, user: User | None) -> list[int] | None:
+    """Collection ids the user may read; None means all (admins, and the CLI which runs with
+    the database's own credentials)."""
+    if user is None or user.is_admin:
+        return None
+    groups = select(GroupMember.group_id).where(GroupMember.user_id == user.id)
+    return list(
+        session.scalars(
+            select(CollectionMember.collection_id)
+            .where(or_(CollectionMember.user_id == user.id, CollectionMember.group_id.in_(groups)))
+            .distinct()
+        )
+    )
+
+
+def can_read(session: Session, user: User | None, collection_id: int) -> bool:
+    readable = readable_collections(session, user)
+    return readable is None or collection_id in readable
+
+
+def add_member(
+    session: Session,
+    collection: Collection,
+    *,
+    user: User | None = None,
+    group: Group | None = None,
+) -> None:
+    """Let a user, or every member of a group, read the collection."""
+    if user is not None and group is None:
+        same = CollectionMember.user_id == user.id
+    elif group is not None and user is None:
+        same = CollectionMember.group_id == group.id
+    else:
+        raise Invalid("add a user or a group")
+    found = session.scalar(
+        select(CollectionMember).where(CollectionMember.collection_id == collection.id, same)
+    )
+    if found is None:
+        session.add(
+            CollectionMember(
+                collection_id=collection.id,
+                user_id=user.id if user else None,
+                group_id=group.id if group else None,
+            )
+        )
+        session.flush()
+
+
+def remove_member(session: Session, member_id: int) -> None:
+    session.execute(delete(CollectionMember).where(CollectionMember.id == member_id))
+
+
+def user_by_email(session: Session, email: str) -> User:
+    user = session.scalar(select(User).where(User.email == normalize_email(email)))
+    if user is None:
+        raise NotFound(f"no user {email}")
+    return user
+
+
+def group_named(session: Session, name: str, *, create: bool = False) -> Group:
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise Invalid("a group name is 1 to 200 characters")
+    group = session.scalar(select(Group).where(Group.name == name))
+    if group is None:
+        if not create:
+            raise NotFound(f"no group {name}")
+        group = Group(name=name)
+        session.add(group)
+        session.flush()
+    return group
+
+
+def add_to_group(session: Session, group: Group, user: User) -> None:
+    if session.get(GroupMember, (group.id, user.id)) is None:
+        session.add(GroupMember(group_id=group.id, user_id=user.id))
+        session.flush()
+
+
+def count_users(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(User)) or 0)
+
+
+# -- audit -----------------------------------------------------------------------------------
+
+
+def audit(
+    session: Session,
+    actor: User | None,
+    action: str,
+    target: str | None = None,
+    detail: dict[str, Any] | None = None,
+    address: str | None = None,
+) -> None:
+    session.add(
+        AuditEvent(
+            actor_id=actor.id if actor else None,
+            actor_email=actor.email if actor else None,
+            action=action,
+            target=target,
+            detail=detail or {},
+            address=address,
+        )
+    )
+
+
+def limiter_for(settings: Settings) -> SignInLimiter:
+    return SignInLimiter(redis.Redis.from_url(settings.redis_url or "", socket_timeout=2))

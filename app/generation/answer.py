@@ -1,0 +1,354 @@
+"""Answering a question: rewrite a follow-up, retrieve, decline when nothing is relevant
+enough, stream the LLM's answer, check its citations, store it all.
+
+`answer()` is an async generator of events, used by the chat page (server-sent events), the
+API (SSE or JSON), the CLI and the answer evals alike:
+
+    retrieval  {conversation_id, message_id, query, passages}
+    token      {text}
+    done       {answer, abstained, citations, query, timings, ...}
+    error      {message, kind}                  (the passages were already sent)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.db import session_scope
+from app.errors import Invalid, NotFound
+from app.generation import prompts
+from app.generation.citations import Citation, check_citations
+from app.generation.llm import LLMClient, LLMError
+from app.generation.prompts import NOT_COVERED
+from app.ingest.embed import get_embedder
+from app.models import Conversation, Message, MessageCitation
+from app.retrieval.search import Hit, SearchResult, search
+
+MAX_QUESTION_CHARS = 2000
+CLOSEST_SHOWN = 3
+_DECLINE = re.compile(
+    r"\b(can(not|'t)|could ?n[o']t|unable to) (find|answer|determine)|"
+    r"\b(do|does) not (contain|mention|say|provide)|\bno (information|mention)\b",
+    re.I,
+)
+
+
+@dataclass
+class Event:
+    kind: str
+    data: dict[str, Any]
+
+
+def check_question(question: str) -> str:
+    question = (question or "").strip()
+    if not question:
+        raise Invalid("the question is empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise Invalid(
+            f"the question is {len(question)} characters long; the limit is {MAX_QUESTION_CHARS}"
+        )
+    return question
+
+
+def relevance(result: SearchResult) -> float | None:
+    """How relevant the best passage is, for abstention: the cross-encoder's score when it
+    reranked, else the fused score."""
+    if not result.hits:
+        return None
+    scores = result.hits[0].scores
+    return scores["rerank"] if result.reranked else scores["fused"]
+
+
+def should_abstain(result: SearchResult, settings: Settings) -> bool:
+    score = relevance(result)
+    if score is None:
+        return True
+    threshold = settings.abstain_rerank_threshold if result.reranked else settings.abstain_threshold
+    return score < threshold
+
+
+def is_decline(answer: str) -> bool:
+    return answer.strip().startswith(prompts.NOT_FOUND[:20]) or (
+        len(answer) < 200 and bool(_DECLINE.search(answer))
+    )
+
+
+def passage_json(n: int, hit: Hit) -> dict[str, Any]:
+    return {
+        "n": n,
+        "chunk_id": hit.chunk_id,
+        "document_id": hit.document_id,
+        "document": hit.document,
+        "title": hit.title,
+        "page": hit.page_start,
+        "char_start": hit.char_start,
+        "char_end": hit.char_end,
+        "heading_path": hit.heading_path,
+        "text": hit.text,
+        "scores": hit.scores,
+    }
+
+
+def citation_json(c: Citation, passages: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    passage = next((p for p in passages if p["n"] == c.n), None)
+    evidence = None
+    if passage is not None and c.evidence is not None:
+        evidence = passage["text"][c.evidence[0] : c.evidence[1]]
+    return {
+        "sentence": c.sentence,
+        "n": c.n,
+        "cited": c.cited,
+        "document": passage["document"] if passage else None,
+        "document_id": passage["document_id"] if passage else None,
+        "page": passage["page"] if passage else None,
+        "chunk_id": c.chunk_id,
+        "text": c.text,
+        "evidence": evidence,
+        "supported": c.supported,
+        "score": c.score,
+    }
+
+
+# -- storage (sync, run in a thread) ---------------------------------------------------------
+
+
+@dataclass
+class _Turn:
+    conversation_id: int
+    message_id: int
+    history: list[tuple[str, str]]
+
+
+def _start(
+    question: str,
+    conversation_id: int | None,
+    collection_id: int | None,
+    source: str,
+    model: str,
+) -> _Turn:
+    with session_scope() as session:
+        if conversation_id is None:
+            conversation = Conversation(
+                title=question[:200], collection_id=collection_id, source=source
+            )
+            session.add(conversation)
+            session.flush()
+        else:
+            found = session.get(Conversation, conversation_id)
+            if found is None:
+                raise NotFound(f"no conversation {conversation_id}")
+            conversation = found
+        history = _history(session, conversation.id)
+        session.add(Message(conversation_id=conversation.id, role="user", content=question))
+        reply = Message(
+            conversation_id=conversation.id, role="assistant", status="streaming", model=model
+        )
+        session.add(reply)
+        session.flush()
+        return _Turn(conversation.id, reply.id, history)
+
+
+def _history(session: Session, conversation_id: int) -> list[tuple[str, str]]:
+    messages = session.scalars(
+        select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
+    ).all()
+    pairs, question = [], None
+    for m in messages:
+        if m.role == "user":
+            question = m.content
+        elif question is not None and m.content:
+            pairs.append((question, m.content))
+            question = None
+    return pairs
+
+
+def _finish(message_id: int, **values: Any) -> None:
+    citations: list[Citation] = values.pop("citations", [])
+    with session_scope() as session:
+        message = session.get(Message, message_id)
+        if message is None:
+            return
+        for name, value in values.items():
+            setattr(message, name, value)
+        for c in citations:
+            session.add(
+                MessageCitation(
+                    message_id=message_id,
+                    sentence=c.sentence,
+                    text=c.text,
+                    cited=c.cited,
+                    n=c.n,
+                    chunk_id=c.chunk_id,
+                    score=c.score,
+                    supported=c.supported,
+                    evidence_start=c.evidence[0] if c.evidence else None,
+                    evidence_end=c.evidence[1] if c.evidence else None,
+                )
+            )
+
+
+def _search(query: str, collections: list[int] | None, settings: Settings) -> SearchResult:
+    with session_scope() as session:
+        return search(session, query, collections=collections, settings=settings)
+
+
+# -- the answer ------------------------------------------------------------------------------
+
+
+async def answer(
+    question: str,
+    *,
+    settings: Settings,
+    collections: list[int] | None = None,
+    conversation_id: int | None = None,
+    collection_id: int | None = None,
+    source: str = "web",
+) -> AsyncIterator[Event]:
+    started = time.perf_counter()
+    question = check_question(question)
+    turn = await asyncio.to_thread(
+        _start, question, conversation_id, collection_id, source, settings.llm_model
+    )
+    timings: dict[str, float] = {}
+    content: list[str] = []
+    finished = False
+    try:
+        query = question
+        if turn.history:
+            t = time.perf_counter()
+            try:
+                rewritten = await LLMClient(settings).complete(
+                    prompts.rewrite_messages(turn.history, question)
+                )
+                query = rewritten.splitlines()[0].strip() if rewritten.strip() else question
+            except LLMError:
+                query = question  # search with the question as asked
+            timings["rewrite_ms"] = _ms(t)
+        t = time.perf_counter()
+        result = await asyncio.to_thread(_search, query, collections, settings)
+        timings["retrieval_ms"] = _ms(t)
+        embedder = get_embedder(settings.embedding_model)
+        passages = prompts.fit_passages(
+            result.hits,
+            question,
+            embedder.count_tokens,
+            context_tokens=settings.llm_context_tokens,
+            answer_tokens=settings.answer_max_tokens,
+            limit=settings.answer_passages,
+        )
+        shown = [passage_json(p.n, p.hit) for p in passages]
+        base = {
+            "conversation_id": turn.conversation_id,
+            "message_id": turn.message_id,
+            "query": query,
+        }
+        if should_abstain(result, settings):
+            closest = [passage_json(i, h) for i, h in enumerate(result.hits[:CLOSEST_SHOWN], 1)]
+            yield Event("retrieval", {**base, "passages": closest})
+            timings["total_ms"] = _ms(started)
+            _finish(
+                turn.message_id,
+                status="done",
+                content=NOT_COVERED,
+                abstained=True,
+                query=query,
+                retrieved=closest,
+                timings=timings,
+            )
+            finished = True
+            yield Event(
+                "done",
+                {
+                    **base,
+                    "answer": NOT_COVERED,
+                    "abstained": True,
+                    "citations": [],
+                    "passages": closest,
+                    "timings": timings,
+                },
+            )
+            return
+        yield Event("retrieval", {**base, "passages": shown})
+
+        messages = prompts.answer_messages(question, passages)
+        t = time.perf_counter()
+        async with aclosing(
+            LLMClient(settings).stream(messages, max_tokens=settings.answer_max_tokens)
+        ) as tokens:
+            async for text in tokens:
+                if not content:
+                    timings["ttft_ms"] = _ms(started)
+                content.append(text)
+                yield Event("token", {"text": text})
+        timings["llm_ms"] = _ms(t)
+        raw = "".join(content).strip()
+        declined = is_decline(raw)
+        citations: list[Citation] = []
+        cleaned = raw
+        if not declined:
+            cleaned, citations = await asyncio.to_thread(
+                check_citations, raw, passages, embedder, settings.citation_support_threshold
+            )
+        timings["total_ms"] = _ms(started)
+        _finish(
+            turn.message_id,
+            status="done",
+            content=cleaned,
+            abstained=declined,
+            query=query,
+            retrieved=shown,
+            timings=timings,
+            citations=citations,
+        )
+        finished = True
+        yield Event(
+            "done",
+            {
+                **base,
+                "answer": cleaned,
+                "abstained": declined,
+                "citations": [citation_json(c, shown) for c in citations],
+                "passages": shown,
+                "timings": timings,
+            },
+        )
+    except LLMError as err:
+        timings["total_ms"] = _ms(started)
+        _finish(
+            turn.message_id,
+            status="error",
+            content="".join(content),
+            error=str(err),
+            timings=timings,
+        )
+        finished = True
+        yield Event("error", {"message": str(err), "kind": err.kind})
+    finally:
+        if not finished:  # stopped: the reader went away, or stop was pressed
+            timings["total_ms"] = _ms(started)
+            _finish(turn.message_id, status="stopped", content="".join(content), timings=timings)
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 1)
+
+
+async def collect(events: AsyncIterator[Event]) -> dict[str, Any]:
+    """The final result of an answer stream (for the JSON API, the CLI and the evals)."""
+    result: dict[str, Any] = {}
+    async for event in events:
+        if event.kind == "retrieval" or event.kind == "done":
+            result.update(event.data)
+        elif event.kind == "error":
+            result.update({"error": event.data["message"], "error_kind": event.data["kind"]})
+    return result

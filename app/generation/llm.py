@@ -1,0 +1,137 @@
+"""One streaming client for the OpenAI chat-completions API: vLLM in production, llama.cpp's
+server when embedded, any compatible server elsewhere — one code path.
+
+Time-outs: connecting (LLM_CONNECT_TIMEOUT_S), waiting for a token (the first, and each next:
+LLM_FIRST_TOKEN_TIMEOUT_S) and the whole answer (LLM_TOTAL_TIMEOUT_S). Closing the stream
+(the browser went away, stop was pressed) closes the HTTP connection, which makes vLLM and
+llama.cpp abandon the request."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncGenerator
+from typing import Any, Literal
+
+import httpx
+
+from app.config import Settings
+
+Failure = Literal["unreachable", "first_token_timeout", "total_timeout", "bad_response"]
+
+
+class LLMError(Exception):
+    def __init__(self, message: str, kind: Failure):
+        super().__init__(message)
+        self.kind = kind
+
+
+class LLMClient:
+    def __init__(self, settings: Settings):
+        if not settings.llm_base_url:
+            raise LLMError("no LLM is configured (LLM_BASE_URL)", "unreachable")
+        self.base_url = settings.llm_base_url
+        self.model = settings.llm_model
+        self.settings = settings
+        self.headers = {"Content-Type": "application/json"}
+        if settings.llm_api_key:
+            self.headers["Authorization"] = f"Bearer {settings.llm_api_key.get_secret_value()}"
+
+    def _timeout(self) -> httpx.Timeout:
+        s = self.settings
+        return httpx.Timeout(
+            connect=s.llm_connect_timeout_s,
+            read=s.llm_first_token_timeout_s,
+            write=10.0,
+            pool=s.llm_connect_timeout_s,
+        )
+
+    def _body(self, messages: list[dict[str, str]], max_tokens: int, stream: bool) -> dict:
+        return {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "stream": stream,
+        }
+
+    async def stream(
+        self, messages: list[dict[str, str]], *, max_tokens: int = 400
+    ) -> AsyncGenerator[str, None]:
+        """Text as it is generated."""
+        deadline = time.monotonic() + self.settings.llm_total_timeout_s
+        first = True
+        try:
+            async with (
+                httpx.AsyncClient(timeout=self._timeout()) as client,
+                client.stream(
+                    "POST",
+                    f"{self.base_url}/chat/completions",
+                    json=self._body(messages, max_tokens, stream=True),
+                    headers=self.headers,
+                ) as response,
+            ):
+                if response.status_code != 200:
+                    body = (await response.aread()).decode(errors="replace")[:300]
+                    raise LLMError(
+                        f"the LLM answered {response.status_code}: {body}", "bad_response"
+                    )
+                async for line in response.aiter_lines():
+                    if time.monotonic() > deadline:
+                        raise LLMError(
+                            f"the answer took longer than {self.settings.llm_total_timeout_s:.0f}s",
+                            "total_timeout",
+                        )
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        return
+                    delta = _delta(payload)
+                    if delta:
+                        first = False
+                        yield delta
+        except httpx.ConnectError as err:
+            raise LLMError(
+                f"the LLM at {self.base_url} is unreachable ({err})", "unreachable"
+            ) from err
+        except httpx.ConnectTimeout as err:
+            raise LLMError(
+                f"the LLM at {self.base_url} did not answer ({err})", "unreachable"
+            ) from err
+        except httpx.ReadTimeout as err:
+            what = "the first token" if first else "the next token"
+            raise LLMError(
+                f"the LLM sent no {what} within {self.settings.llm_first_token_timeout_s:.0f}s",
+                "first_token_timeout",
+            ) from err
+        except (httpx.RemoteProtocolError, httpx.ReadError) as err:
+            raise LLMError(f"the LLM connection broke ({err})", "bad_response") from err
+
+    async def complete(self, messages: list[dict[str, str]], *, max_tokens: int = 96) -> str:
+        return "".join([t async for t in self.stream(messages, max_tokens=max_tokens)]).strip()
+
+
+def _delta(payload: str) -> str:
+    try:
+        data: Any = json.loads(payload)
+        return data["choices"][0].get("delta", {}).get("content") or ""
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
+
+
+def check_llm(settings: Settings) -> dict[str, str]:
+    """For /healthz: the server answers and serves the configured model."""
+    if not settings.llm_base_url:
+        return {"status": "off", "detail": "no LLM configured (LLM_BASE_URL unset, none started)"}
+    try:
+        response = httpx.get(
+            f"{settings.llm_base_url}/models", timeout=settings.llm_connect_timeout_s
+        )
+        response.raise_for_status()
+        models = [m.get("id") for m in response.json().get("data", [])]
+    except (httpx.HTTPError, ValueError) as err:
+        return {"status": "error", "detail": f"{settings.llm_base_url}: {err}"[:300]}
+    if settings.llm_model not in models:
+        return {"status": "error", "detail": f"serves {models}, not {settings.llm_model}"}
+    return {"status": "ok", "detail": f"{settings.llm_model} at {settings.llm_base_url}"}

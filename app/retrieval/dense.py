@@ -1,0 +1,90 @@
+"""Dense retrieval: cosine distance over the live generation's chunk embeddings in pgvector.
+
+The collection filter sits inside the same SQL query. pgvector (0.6) applies a WHERE clause
+after the HNSW scan has picked its `ef_search` candidates, so a filter that keeps few chunks
+could return fewer than asked, or none. When the allowed chunks are few (or the index scan
+comes back short) the query runs as an exact scan over just those chunks instead, which is
+both exact and fast at that size; otherwise `hnsw.ef_search` is raised in proportion to how
+selective the filter is."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import cast, func, select, text
+from sqlalchemy.orm import Session
+
+from app.models import Chunk
+
+# Below this many allowed chunks an exact scan is cheaper than a filtered HNSW scan.
+EXACT_SCAN_MAX_ROWS = 20_000
+EF_SEARCH_MAX = 1000
+
+
+def _distance(dimension: int, query: np.ndarray):
+    # Must match the index expression: (embedding::vector(dim)) <=> query
+    return cast(Chunk.embedding, Vector(dimension)).cosine_distance(query)
+
+
+def dense_search(
+    session: Session,
+    query: np.ndarray,
+    *,
+    generation_id: int,
+    dimension: int,
+    depth: int,
+    ef_search: int,
+    allowed: Sequence[int] | None = None,
+    allowed_rows: int | None = None,
+    total_rows: int | None = None,
+) -> list[tuple[int, float]]:
+    """The `depth` nearest chunks as (chunk id, cosine similarity), best first.
+
+    `allowed_rows` / `total_rows` (chunks in the allowed collections / in all) say how
+    selective the filter is; when unknown, the HNSW scan is tried first."""
+    distance = _distance(dimension, query)
+    stmt = (
+        select(Chunk.id, distance.label("distance"))
+        .where(Chunk.generation_id == generation_id)
+        .order_by(distance, Chunk.id)
+        .limit(depth)
+    )
+    if allowed is not None:
+        if not allowed:
+            return []
+        stmt = stmt.where(Chunk.collection_id.in_(list(allowed)))
+    exact = allowed is not None and allowed_rows is not None and allowed_rows <= EXACT_SCAN_MAX_ROWS
+    if not exact:
+        ef = max(ef_search, depth)
+        if allowed is not None and allowed_rows and total_rows:
+            ef = int(min(EF_SEARCH_MAX, max(ef, 2 * depth * total_rows / allowed_rows)))
+        rows = _with_setting(session, "hnsw.ef_search", str(int(ef)), stmt)
+        wanted = depth if allowed_rows is None else min(depth, allowed_rows)
+        if allowed is None or len(rows) >= wanted:
+            return [(int(i), 1.0 - float(d)) for i, d in rows]
+    # Exact: no plain index scans (the HNSW index), bitmap scans of the filter index allowed.
+    rows = _with_setting(session, "enable_indexscan", "off", stmt)
+    return [(int(i), 1.0 - float(d)) for i, d in rows]
+
+
+def _with_setting(session: Session, name: str, value: str, stmt) -> list:
+    """Run `stmt` with a planner setting changed for it alone (the rest of the transaction
+    keeps the default)."""
+    session.execute(select(func.set_config(name, value, True)))
+    try:
+        return list(session.execute(stmt).all())
+    finally:
+        session.execute(text(f"RESET {name}"))
+
+
+def similarities(
+    session: Session, query: np.ndarray, *, dimension: int, chunk_ids: Sequence[int]
+) -> dict[int, float]:
+    """Exact cosine similarity of particular chunks (to score the union of candidates)."""
+    if not chunk_ids:
+        return {}
+    distance = _distance(dimension, query)
+    rows = session.execute(select(Chunk.id, distance).where(Chunk.id.in_(list(chunk_ids)))).all()
+    return {int(i): 1.0 - float(d) for i, d in rows}

@@ -1,0 +1,246 @@
+"""BM25 over chunks, in memory: exact rank-bm25 `BM25Okapi` scores, served from sparse
+postings instead of a Python loop over every document.
+
+The index is a list of segments (like Lucene's): each holds a column-major (CSC) matrix of
+term frequencies for a batch of chunks, their lengths, collections, and which rows are still
+live. Adding chunks appends a segment; removing a document marks its rows dead. Corpus
+statistics (N, average length, document frequencies, the average idf that rank-bm25 uses for
+its epsilon floor) are computed over live rows, so scores equal rank-bm25's over the same
+live chunks. A query touches only the postings of its terms: its cost grows with how common
+its terms are, not with the number of chunks.
+
+This module is pure: no I/O. `app.retrieval.lexical_store` keeps an index in step with
+Postgres.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import sparse
+
+K1 = 1.5
+B = 0.75
+EPSILON = 0.25
+MAX_SEGMENTS = 8
+
+
+@dataclass
+class Segment:
+    chunk_ids: np.ndarray  # int64
+    document_ids: np.ndarray  # int64
+    collection_ids: np.ndarray  # int32
+    lengths: np.ndarray  # float64, tokens per chunk
+    tf: sparse.csc_matrix  # rows: chunks, columns: term ids known when it was built
+    live: np.ndarray  # bool
+    _df: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def df(self) -> np.ndarray:
+        """Live rows containing each term (cached until rows die)."""
+        if self._df is None:
+            counts = np.diff(self.tf.indptr)
+            columns = np.repeat(np.arange(self.tf.shape[1]), counts)
+            self._df = np.bincount(
+                columns[self.live[self.tf.indices]], minlength=self.tf.shape[1]
+            ).astype(np.int64)
+        return self._df
+
+
+@dataclass
+class Stats:
+    n: int
+    avgdl: float
+    idf: np.ndarray  # per term id, rank-bm25's Okapi idf with its epsilon floor
+
+
+Row = tuple[int, int, int, Sequence[str]]  # chunk id, document id, collection id, tokens
+
+
+class BM25Index:
+    def __init__(self, k1: float = K1, b: float = B, epsilon: float = EPSILON):
+        self.k1, self.b, self.epsilon = k1, b, epsilon
+        self.vocab: dict[str, int] = {}
+        self.segments: list[Segment] = []
+        self.rows_of_document: dict[int, list[tuple[int, int]]] = {}
+        self._stats: Stats | None = None
+
+    # -- building -------------------------------------------------------------------------
+
+    def add(self, rows: Iterable[Row]) -> int:
+        """Add chunks (their documents must not be in the index). Returns how many."""
+        chunk_ids, document_ids, collection_ids, lengths = [], [], [], []
+        indptr, indices, data = [0], [], []
+        vocab = self.vocab
+        for chunk_id, document_id, collection_id, tokens in rows:
+            counts = Counter(tokens)
+            for term, n in counts.items():
+                term_id = vocab.get(term)
+                if term_id is None:
+                    term_id = vocab[term] = len(vocab)
+                indices.append(term_id)
+                data.append(n)
+            indptr.append(len(indices))
+            chunk_ids.append(chunk_id)
+            document_ids.append(document_id)
+            collection_ids.append(collection_id)
+            lengths.append(len(tokens))
+        if not chunk_ids:
+            return 0
+        csr = sparse.csr_matrix(
+            (
+                np.asarray(data, dtype=np.float32),
+                np.asarray(indices, dtype=np.int32),
+                np.asarray(indptr, dtype=np.int64),
+            ),
+            shape=(len(chunk_ids), len(vocab)),
+        )
+        self._append(
+            Segment(
+                chunk_ids=np.asarray(chunk_ids, dtype=np.int64),
+                document_ids=np.asarray(document_ids, dtype=np.int64),
+                collection_ids=np.asarray(collection_ids, dtype=np.int32),
+                lengths=np.asarray(lengths, dtype=np.float64),
+                tf=csr.tocsc(),
+                live=np.ones(len(chunk_ids), dtype=bool),
+            )
+        )
+        if len(self.segments) > MAX_SEGMENTS:
+            self._merge()
+        return len(chunk_ids)
+
+    def _append(self, segment: Segment) -> None:
+        index = len(self.segments)
+        self.segments.append(segment)
+        for row, document_id in enumerate(segment.document_ids.tolist()):
+            self.rows_of_document.setdefault(document_id, []).append((index, row))
+        self._stats = None
+
+    def remove_documents(self, document_ids: Iterable[int]) -> int:
+        removed = 0
+        for document_id in document_ids:
+            for index, row in self.rows_of_document.pop(document_id, []):
+                segment = self.segments[index]
+                segment.live[row] = False
+                segment._df = None
+                removed += 1
+        if removed:
+            self._stats = None
+        return removed
+
+    def _merge(self) -> None:
+        """One segment of the live rows of all (when small segments pile up)."""
+        width = len(self.vocab)
+        parts, keep = [], []
+        for s in self.segments:
+            csr = s.tf.tocsr()
+            csr.resize((csr.shape[0], width))
+            parts.append(csr[s.live])
+            keep.append(s.live)
+        live = np.concatenate(keep)
+        merged = Segment(
+            chunk_ids=np.concatenate([s.chunk_ids for s in self.segments])[live],
+            document_ids=np.concatenate([s.document_ids for s in self.segments])[live],
+            collection_ids=np.concatenate([s.collection_ids for s in self.segments])[live],
+            lengths=np.concatenate([s.lengths for s in self.segments])[live],
+            tf=sparse.vstack(parts).tocsc(),
+            live=np.ones(int(live.sum()), dtype=bool),
+        )
+        self.segments = []
+        self.rows_of_document = {}
+        self._append(merged)
+
+    # -- statistics -----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(sum(s.live.sum() for s in self.segments))
+
+    def stats(self) -> Stats:
+        if self._stats is None:
+            n = len(self)
+            df = np.zeros(len(self.vocab), dtype=np.int64)
+            total = 0.0
+            for s in self.segments:
+                df[: s.tf.shape[1]] += s.df
+                total += float(s.lengths[s.live].sum())
+            idf = np.log(n - df + 0.5) - np.log(df + 0.5) if n else np.zeros(len(df))
+            present = df > 0
+            # rank-bm25: the average is over every term of the corpus, negative ones included;
+            # terms in more than half the documents get epsilon times that average instead.
+            average = float(idf[present].mean()) if present.any() else 0.0
+            idf = np.where(present & (idf < 0), self.epsilon * average, idf)
+            idf[~present] = 0.0
+            self._stats = Stats(n=n, avgdl=total / n if n else 0.0, idf=idf)
+        return self._stats
+
+    def collection_counts(self) -> Counter[int]:
+        counts: Counter[int] = Counter()
+        for s in self.segments:
+            ids, n = np.unique(s.collection_ids[s.live], return_counts=True)
+            counts.update(dict(zip(ids.tolist(), n.tolist(), strict=True)))
+        return counts
+
+    # -- scoring --------------------------------------------------------------------------
+
+    def _segment_scores(
+        self, term_ids: list[int], allowed: np.ndarray | None
+    ) -> list[tuple[Segment, np.ndarray, np.ndarray]]:
+        """Per segment: the rows that contain a query term (and may be shown), their scores."""
+        stats = self.stats()
+        k1, b = self.k1, self.b
+        out = []
+        for s in self.segments:
+            scores = np.zeros(s.tf.shape[0], dtype=np.float64)
+            hit = np.zeros(s.tf.shape[0], dtype=bool)
+            mask = s.live if allowed is None else s.live & np.isin(s.collection_ids, allowed)
+            for term_id in term_ids:
+                if term_id >= s.tf.shape[1]:
+                    continue
+                start, end = s.tf.indptr[term_id], s.tf.indptr[term_id + 1]
+                rows = s.tf.indices[start:end]
+                rows = rows[mask[rows]]
+                if not len(rows):
+                    continue
+                tf = s.tf.data[start:end][mask[s.tf.indices[start:end]]].astype(np.float64)
+                norm = k1 * (1 - b + b * s.lengths[rows] / stats.avgdl)
+                scores[rows] += stats.idf[term_id] * (tf * (k1 + 1) / (tf + norm))
+                hit[rows] = True
+            rows = np.flatnonzero(hit)
+            out.append((s, rows, scores[rows]))
+        return out
+
+    def _term_ids(self, query_tokens: Sequence[str]) -> list[int]:
+        # Repeated query terms count again, as in rank-bm25.
+        return [self.vocab[t] for t in query_tokens if t in self.vocab]
+
+    def matches(
+        self, query_tokens: Sequence[str], allowed: Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every chunk (of `allowed` collections; all when None) that holds a query term, and
+        its score. Chunks holding none score 0 and are left out."""
+        term_ids = self._term_ids(query_tokens)
+        if not term_ids or not self.segments:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+        allowed_ids = None if allowed is None else np.asarray(list(allowed), dtype=np.int32)
+        ids, scores = [], []
+        for segment, rows, row_scores in self._segment_scores(term_ids, allowed_ids):
+            ids.append(segment.chunk_ids[rows])
+            scores.append(row_scores)
+        return np.concatenate(ids), np.concatenate(scores)
+
+    def search(
+        self, query_tokens: Sequence[str], k: int, allowed: Sequence[int] | None = None
+    ) -> list[tuple[int, float]]:
+        """The top `k` (chunk id, score), best first (ties by chunk id)."""
+        return top_k(*self.matches(query_tokens, allowed), k)
+
+
+def top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    if len(ids) > k:
+        top = np.argpartition(-scores, k - 1)[:k]
+        ids, scores = ids[top], scores[top]
+    order = np.lexsort((ids, -scores))
+    return list(zip(ids[order].tolist(), scores[order].tolist(), strict=True))

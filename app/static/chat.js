@@ -1,0 +1,135 @@
+// The chat page: a question is POSTed and the answer streams back as server-sent events
+// (retrieval, token, done, error). Tokens are added as text, never as HTML; the final
+// answer arrives rendered (and escaped) by the server, with its citation buttons.
+(function () {
+  const form = document.getElementById("ask");
+  const messages = document.getElementById("messages");
+  const send = document.getElementById("send");
+  const stop = document.getElementById("stop");
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  let controller = null;
+
+  function passagesList(turn, messageId, passages) {
+    const sources = turn.querySelector(".sources");
+    const list = sources.querySelector("ol");
+    list.replaceChildren();
+    for (const p of passages) {
+      const item = document.createElement("li");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "link";
+      button.setAttribute("hx-get", `/chat/messages/${messageId}/passages/${p.n}`);
+      button.setAttribute("hx-target", "#side");
+      button.textContent = `[${p.n}] ${p.title || p.document}` + (p.page ? `, p. ${p.page}` : "");
+      item.append(button);
+      list.append(item);
+    }
+    sources.hidden = passages.length === 0;
+    if (passages.length) sources.open = true;
+    htmx.process(sources);
+  }
+
+  function handle(turn, kind, data) {
+    const assistant = turn.querySelector(".assistant");
+    const answer = assistant.querySelector(".answer");
+    const status = assistant.querySelector(".status");
+    if (kind === "retrieval") {
+      form.dataset.conversation = data.conversation_id;
+      assistant.dataset.message = data.message_id;
+      history.replaceState(null, "", `/?c=${data.conversation_id}`);
+      if (data.query) {
+        const query = assistant.querySelector(".query");
+        query.textContent = `searched for: ${data.query}`;
+        query.hidden = false;
+      }
+      passagesList(turn, data.message_id, data.passages);
+      status.textContent = "answering…";
+    } else if (kind === "token") {
+      answer.append(document.createTextNode(data.text));
+    } else if (kind === "done") {
+      answer.innerHTML = data.html;  // rendered and escaped by the server
+      htmx.process(answer);
+      status.textContent = data.abstained ? "" : `${Math.round(data.timings.total_ms)} ms`;
+      assistant.classList.remove("streaming");
+      assistant.dataset.status = "done";
+    } else if (kind === "error") {
+      const error = document.createElement("div");
+      error.className = "error";
+      error.textContent = data.message;
+      answer.after(error);
+      status.textContent = "";
+      assistant.classList.remove("streaming");
+      assistant.dataset.status = "error";
+    }
+  }
+
+  async function ask(question) {
+    const turn = document.getElementById("turn-template").content.firstElementChild.cloneNode(true);
+    turn.querySelector(".user").textContent = question;
+    messages.append(turn);
+    const body = new FormData(form);
+    if (form.dataset.conversation) body.set("conversation_id", form.dataset.conversation);
+    controller = new AbortController();
+    send.disabled = true;
+    stop.hidden = false;
+    try {
+      const response = await fetch("/chat/ask", {
+        method: "POST",
+        body,
+        headers: { "X-CSRF-Token": csrf, Accept: "text/event-stream" },
+        signal: controller.signal,
+      });
+      if (!response.ok) {
+        handle(turn, "error", { message: await errorMessage(response) });
+        return;
+      }
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const frame = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const kind = /^event: (.*)$/m.exec(frame)?.[1];
+          const data = /^data: (.*)$/m.exec(frame)?.[1];
+          if (kind && data) handle(turn, kind, JSON.parse(data));
+        }
+      }
+    } catch (err) {
+      const assistant = turn.querySelector(".assistant");
+      assistant.querySelector(".status").textContent =
+        err.name === "AbortError" ? "stopped" : `failed: ${err.message}`;
+      assistant.classList.remove("streaming");
+      assistant.dataset.status = err.name === "AbortError" ? "stopped" : "error";
+    } finally {
+      controller = null;
+      send.disabled = false;
+      stop.hidden = true;
+    }
+  }
+
+  async function errorMessage(response) {
+    const text = await response.text();
+    const div = document.createElement("div");
+    div.innerHTML = text;  // the server's escaped error fragment
+    return div.textContent.trim() || `request failed (${response.status})`;
+  }
+
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const question = form.question.value.trim();
+    if (!question || controller) return;
+    form.question.value = "";
+    ask(question);
+  });
+  form.question.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  stop.addEventListener("click", () => controller && controller.abort());
+})();

@@ -1,0 +1,216 @@
+"""Search speed: p50/p95 latency of each mode through the real search entry point at the
+SciFact size and at 100,000 chunks, and BM25 queries/s against rank-bm25 on the same chunks
+(with the scores checked equal), in one run. Prints tables.
+
+The SciFact-size corpus is SciFact's abstracts (one chunk each, embedded for real). The
+100,000-chunk corpus is made from them so that embedding time does not dominate: each chunk
+joins sentences of two abstracts, and its vector is the normalised mean of theirs plus noise.
+
+    .venv/bin/python benchmarks/search.py [--limit-docs N] [--queries N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+from rank_bm25 import BM25Okapi
+from sqlalchemy import insert, text
+
+from app.db import session_scope
+from app.ingest.embed import get_embedder
+from app.ingest.index import create_vector_index
+from app.models import Chunk, Collection, Document, IndexGeneration
+from app.retrieval.lexical import BM25Index
+from app.retrieval.lexical_store import lexical_index
+from app.retrieval.search import search
+from app.retrieval.tokenize import tokenize
+from benchmarks.common import SCIFACT, fresh_parts, load_corpus, machine, table
+
+MODES = ("bm25", "dense", "hybrid")
+
+
+def synthesize(texts: list[str], vectors: np.ndarray, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    sentences = [t.split(". ") for t in texts]
+    out_texts, out_vectors = [], np.empty((n, vectors.shape[1]), dtype=np.float32)
+    for i in range(n):
+        a, b = rng.integers(0, len(texts), 2)
+        sa, sb = sentences[a], sentences[b]
+        out_texts.append(". ".join(sa[: max(1, len(sa) // 2)] + sb[len(sb) // 2 :]))
+        v = vectors[a] + vectors[b] + rng.normal(0, 0.02, vectors.shape[1])
+        out_vectors[i] = v / np.linalg.norm(v)
+    return out_texts, out_vectors
+
+
+def load(texts: list[str], vectors: np.ndarray, collection_name: str, model: str) -> int:
+    """Chunks straight into Postgres (ten per document) and a fresh live generation with its
+    HNSW index built over them. Returns the generation id."""
+    with session_scope() as s:
+        s.execute(text("UPDATE index_generations SET state = 'retired' WHERE state = 'live'"))
+        collection = Collection(name=collection_name)
+        s.add(collection)
+        generation = IndexGeneration(
+            embedding_model=model,
+            dimension=vectors.shape[1],
+            chunk_tokens=200,
+            chunk_overlap_tokens=32,
+            state="live",
+        )
+        s.add(generation)
+        s.flush()
+        doc_ids = []
+        for start in range(0, len(texts), 10):
+            doc = Document(
+                collection_id=collection.id,
+                filename=f"d{start}.md",
+                title=f"d{start}",
+                content_type="text/markdown",
+                size_bytes=1,
+                sha256=f"{start:064d}",
+                status="indexed",
+            )
+            s.add(doc)
+            doc_ids.append(doc)
+        s.flush()
+        rows = [
+            {
+                "document_id": doc_ids[i // 10].id,
+                "generation_id": generation.id,
+                "collection_id": collection.id,
+                "ordinal": i % 10,
+                "text": t,
+                "lexemes": " ".join(tokenize(t)),
+                "heading_path": [],
+                "char_start": 0,
+                "char_end": len(t),
+                "embedding": v,
+                "embedding_model": model,
+            }
+            for i, (t, v) in enumerate(zip(texts, vectors, strict=True))
+        ]
+        for start in range(0, len(rows), 2000):
+            s.execute(insert(Chunk), rows[start : start + 2000])
+        s.execute(text("SET maintenance_work_mem = '1GB'"))
+        create_vector_index(s, generation.id, vectors.shape[1])
+        s.execute(text("ANALYZE chunks"))
+        return generation.id
+
+
+def latencies(queries: list[str], collection_id: int) -> dict[str, tuple[float, float]]:
+    out = {}
+    with session_scope() as s:
+        for mode in MODES:
+            search(s, queries[0], mode=mode, collections=[collection_id])  # warm-up
+            times = []
+            for q in queries:
+                started = time.perf_counter()
+                search(s, q, mode=mode, collections=[collection_id])
+                times.append((time.perf_counter() - started) * 1000)
+            out[mode] = (float(np.percentile(times, 50)), float(np.percentile(times, 95)))
+    return out
+
+
+def bm25_versus_rank_bm25(texts: list[str], queries: list[str], sample: int) -> list[object]:
+    tokens = [tokenize(t) for t in texts]
+    ours = BM25Index()
+    ours.add((i, i, 1, t) for i, t in enumerate(tokens))
+    reference = BM25Okapi(tokens)
+    query_tokens = [tokenize(q) for q in queries]
+    started = time.perf_counter()
+    for q in query_tokens:
+        ours.search(q, 10)
+    ours_qps = len(query_tokens) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    worst = 0.0
+    for q in query_tokens[:sample]:
+        expected = reference.get_scores(q)
+        ids, scores = ours.matches(q)
+        got = np.zeros(len(tokens))
+        got[ids] = scores
+        worst = max(worst, float(np.abs(got - expected).max()))
+    ref_qps = sample / (time.perf_counter() - started)  # includes our matches(): negligible
+    return [
+        len(texts),
+        f"{ours_qps:.0f}",
+        f"{ref_qps:.2f}",
+        f"{ours_qps / ref_qps:.0f}x",
+        f"{worst:.1e}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--limit-docs", type=int, default=None, help="fewer SciFact abstracts")
+    parser.add_argument("--queries", type=int, default=200, help="queries timed per mode")
+    parser.add_argument("--large", type=int, default=100_000, help="chunks in the large corpus")
+    parser.add_argument(
+        "--reference-sample",
+        type=int,
+        default=10,
+        help="queries run through rank-bm25 at the large size",
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    corpus = load_corpus(SCIFACT, args.limit_docs)
+    with open(SCIFACT / "queries.jsonl") as f:
+        queries = [json.loads(line)["text"] for line in f][: args.queries]
+    texts = [f"{d['title']}. {d['text']}" for d in corpus]
+
+    with fresh_parts() as settings:
+        embedder = get_embedder(settings.embedding_model)
+        started = time.perf_counter()
+        vectors = embedder.encode(texts, 64)
+        embed_s = time.perf_counter() - started
+        large_texts, large_vectors = synthesize(texts, vectors, args.large)
+        rows, qps_rows = [], []
+        for label, (t, v) in (
+            ("SciFact", (texts, vectors)),
+            ("synthetic", (large_texts, large_vectors)),
+        ):
+            started = time.perf_counter()
+            load(t, v, f"bench-{label}", settings.embedding_model)
+            load_s = time.perf_counter() - started
+            with session_scope() as s:
+                collection_id = s.execute(
+                    text("SELECT id FROM collections WHERE name = :n"), {"n": f"bench-{label}"}
+                ).scalar_one()
+                with lexical_index().synced(s):
+                    pass  # load BM25 before timing
+            for mode, (p50, p95) in latencies(queries, collection_id).items():
+                rows.append([f"{label} ({len(t):,} chunks)", mode, f"{p50:.1f}", f"{p95:.1f}"])
+            print(f"loaded {label}: {len(t):,} chunks in {load_s:.0f}s", file=sys.stderr)
+        qps_rows.append(bm25_versus_rank_bm25(texts, queries, len(queries)))
+        qps_rows.append(bm25_versus_rank_bm25(large_texts, queries, args.reference_sample))
+
+    print(f"machine: {machine()}")
+    print(
+        f"queries: the first {len(queries)} SciFact claims; model {settings.embedding_model}; "
+        f"k={settings.search_k}; fusion {settings.fusion_method}; reranker off; embedding "
+        f"{len(texts)} abstracts took {embed_s:.0f}s"
+    )
+    print(
+        table(
+            "Search latency (ms) through app.retrieval.search.search",
+            ["corpus", "mode", "p50", "p95"],
+            rows,
+        )
+    )
+    print(
+        table(
+            "BM25 queries/s, this index vs rank-bm25 BM25Okapi, same chunks and tokens",
+            ["chunks", "ours q/s", "rank-bm25 q/s", "speed-up", "max |score diff|"],
+            qps_rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Retrieval quality: every query through the real search path, in each mode, scored with
+pytrec_eval (the reference trec_eval measures) against the data set's judgements."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytrec_eval
+
+from app.config import Settings
+from app.db import session_scope
+from app.models import EvalRun
+from app.retrieval.fusion import fuse
+from app.retrieval.rerank import get_reranker
+from app.retrieval.search import Clock, SearchResult, retrieve, search
+from evals.corpus import ensure_corpus
+from evals.datasets import RetrievalSet
+
+log = logging.getLogger("evals")
+CHUNKS_PER_QUERY = 200  # enough chunks for 100 distinct documents (Recall@100)
+MEASURES = {"ndcg_cut.10", "recall.100", "recip_rank"}
+
+
+def to_documents(result: SearchResult, by_filename: dict[str, str]) -> list[str]:
+    """Chunk hits as corpus ids, each at the rank of its best chunk."""
+    return list(dict.fromkeys(by_filename[h.document] for h in result.hits))
+
+
+def metrics(qrels: dict[str, dict[str, int]], runs: dict[str, list[str]]) -> dict[str, float]:
+    """nDCG@10, Recall@100 and MRR@10, averaged over the queries."""
+
+    def as_run(limit: int) -> dict[str, dict[str, float]]:
+        # trec_eval orders by score: give rank r the score 1/r.
+        return {q: {d: 1.0 / r for r, d in enumerate(docs[:limit], 1)} for q, docs in runs.items()}
+
+    evaluator = pytrec_eval.RelevanceEvaluator(qrels, MEASURES)
+    full = evaluator.evaluate(as_run(100))
+    top10 = evaluator.evaluate(as_run(10))
+    queries = list(qrels)
+    return {
+        "ndcg@10": round(float(np.mean([full[q]["ndcg_cut_10"] for q in queries])), 4),
+        "recall@100": round(float(np.mean([full[q]["recall_100"] for q in queries])), 4),
+        "mrr@10": round(float(np.mean([top10[q]["recip_rank"] for q in queries])), 4),
+    }
+
+
+def modes_to_run(settings: Settings) -> list[str]:
+    modes = ["bm25", "dense", "hybrid"]
+    if get_reranker(settings.reranker_model).loaded:
+        modes.append("hybrid+rerank")
+    return modes
+
+
+def run_retrieval(data: RetrievalSet, settings: Settings, limit: int | None) -> dict:
+    collection_id, by_filename = ensure_corpus(
+        data.name, data.corpus, data.fingerprint_source, settings
+    )
+    queries = list(data.queries.items())[:limit] if limit else list(data.queries.items())
+    qrels = {q: data.qrels[q] for q, _ in queries}
+    report: dict = {"dataset": data.name, "queries": len(queries), "modes": {}}
+    for mode in modes_to_run(settings):
+        base, rerank = mode.split("+")[0], mode.endswith("+rerank")
+        runs: dict[str, list[str]] = {}
+        latencies = []
+        with session_scope() as session:
+
+            def timed(text: str, base: str = base, rerank: bool = rerank):
+                started = time.perf_counter()
+                result = search(
+                    session,
+                    text,
+                    mode=base,  # type: ignore[arg-type]
+                    k=CHUNKS_PER_QUERY,
+                    collections=[collection_id],
+                    rerank=rerank,
+                )
+                return result, (time.perf_counter() - started) * 1000
+
+            timed(queries[0][1])  # warm-up
+            for qid, text in queries:
+                result, ms = timed(text)
+                latencies.append(ms)
+                runs[qid] = to_documents(result, by_filename)
+        report["modes"][mode] = {
+            **metrics(qrels, runs),
+            "p50_ms": round(float(np.percentile(latencies, 50)), 1),
+            "p95_ms": round(float(np.percentile(latencies, 95)), 1),
+        }
+        log.info("%s: %s", mode, report["modes"][mode])
+    report["run_id"] = store_run("retrieval", data.name, len(queries), settings, report["modes"])
+    return report
+
+
+def store_run(kind: str, dataset: str, queries: int, settings: Settings, metrics: dict) -> int:
+    recorded = {
+        name: getattr(settings, name)
+        for name in (
+            "embedding_model",
+            "reranker_model",
+            "chunk_tokens",
+            "chunk_overlap_tokens",
+            "search_k",
+            "fusion_method",
+            "fusion_dense_weight",
+            "fusion_depth",
+            "rerank_depth",
+            "hnsw_ef_search",
+            "llm_model",
+        )
+    }
+    with session_scope() as session:
+        run = EvalRun(
+            kind=kind, dataset=dataset, queries=queries, settings=recorded, metrics=metrics
+        )
+        session.add(run)
+        session.flush()
+        return run.id
+
+
+def tune_fusion(data: RetrievalSet, settings: Settings, limit: int | None) -> dict:
+    """nDCG@10 of each fusion method and weight on a tuning set. The candidates of each query
+    are retrieved once, through the search path; each setting then fuses them the way
+    search does (`app.retrieval.fusion.fuse`)."""
+    collection_id, by_filename = ensure_corpus(
+        data.name, data.corpus, data.fingerprint_source, settings
+    )
+    queries = list(data.queries.items())[:limit] if limit else list(data.queries.items())
+    qrels = {q: data.qrels[q] for q, _ in queries}
+    settings_grid: dict[str, Callable] = {"rrf": lambda c: fuse(c, "rrf")}
+    for w in np.round(np.arange(0.0, 1.01, 0.1), 2):
+        settings_grid[f"weighted w={w:.1f}"] = lambda c, w=float(w): fuse(c, "weighted", w)
+    runs: dict[str, dict[str, list[str]]] = {name: {} for name in settings_grid}
+    with session_scope() as session:
+        chunk_doc = _chunk_documents(session, collection_id, by_filename)
+        for qid, text in queries:
+            found = retrieve(
+                session,
+                text,
+                mode="hybrid",
+                depth=settings.fusion_depth,
+                collections=[collection_id],
+                settings=settings,
+                clock=Clock(),
+            )
+            for name, method in settings_grid.items():
+                ranked = [chunk_doc[c] for c, _ in method(found.candidates)]
+                runs[name][qid] = list(dict.fromkeys(ranked))
+    return {name: metrics(qrels, run) for name, run in runs.items()}
+
+
+def _chunk_documents(session, collection_id: int, by_filename: dict[str, str]) -> dict[int, str]:
+    from sqlalchemy import select
+
+    from app.models import Chunk, Document
+
+    rows = session.execute(
+        select(Chunk.id, Document.filename)
+        .join(Document, Document.id == Chunk.document_id)
+        .where(Document.collection_id == collection_id)
+    )
+    return {chunk_id: by_filename[filename] for chunk_id, filename in rows}

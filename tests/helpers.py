@@ -1,0 +1,57 @@
+"""Plain helper functions shared by the tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+from fastapi.testclient import TestClient
+
+
+def new_collection() -> str:
+    return f"test-{uuid.uuid4().hex[:10]}"
+
+
+def upload(client: TestClient, collection: str, *files: tuple[str, bytes]):
+    return client.post(
+        "/api/documents",
+        data={"collection": collection},
+        files=[("files", (name, data, "application/octet-stream")) for name, data in files],
+    )
+
+
+def wait_settled(client: TestClient, ids: list[int], timeout: float = 120) -> dict[int, dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        docs = {i: client.get(f"/api/documents/{i}").json() for i in ids}
+        if all(d["status"] in ("indexed", "failed", "rejected") for d in docs.values()):
+            return docs
+        assert time.monotonic() < deadline, f"not settled: {docs}"
+        time.sleep(0.3)
+
+
+@contextmanager
+def serving(app) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port, in a thread."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

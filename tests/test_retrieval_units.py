@@ -1,0 +1,111 @@
+"""BM25 against rank-bm25, fusion and tokenisation: pure functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rank_bm25 import BM25Okapi
+
+from app.retrieval.fusion import Candidate, fuse
+from app.retrieval.lexical import BM25Index
+from app.retrieval.tokenize import tokenize
+
+CORPUS = [
+    "The cat sat on the mat while the dog slept.",
+    "Dogs and cats are common household pets in many countries.",
+    "Stock markets fell sharply as investors feared higher interest rates.",
+    "Interest rates were raised by the central bank to curb inflation.",
+    "The mat was red, and the cat liked sitting on red things.",
+    "Inflation reached its highest level in forty years last spring.",
+    "A dog barked at the mailman every single morning of the week.",
+    "Cats sleep for most of the day and hunt at night.",
+    "Central banks in Europe and Asia followed with their own rate increases.",
+    "Pets need food, water, exercise and regular visits to the vet.",
+    "The weather was cold and rainy during the whole week.",
+    "Investors moved money from stocks into government bonds.",
+]
+QUERIES = [
+    "cat on the mat",
+    "central bank interest rates inflation",
+    "dog dog dog barking",  # repeated terms count again
+    "pets",
+    "the",  # stop word only: nothing
+    "weather forecast",
+    "unknownword",
+]
+
+
+def reference(docs: list[list[str]]) -> BM25Okapi:
+    return BM25Okapi(docs)
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_scores_equal_rank_bm25(query: str):
+    tokens = [tokenize(t) for t in CORPUS]
+    index = BM25Index()
+    index.add((i, i, 1, t) for i, t in enumerate(tokens[:7]))
+    index.add((i, i, 2, t) for i, t in enumerate(tokens[7:], start=7))  # a second segment
+    expected = reference(tokens).get_scores(tokenize(query))
+    ids, scores = index.matches(tokenize(query))
+    got = np.zeros(len(CORPUS))
+    got[ids] = scores
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_scores_stay_equal_after_removals_and_merges():
+    tokens = [tokenize(t) for t in CORPUS]
+    index = BM25Index()
+    for i, t in enumerate(tokens):  # one segment per chunk: forces merges
+        index.add([(i, i, 1, t)])
+    assert len(index.segments) <= 8
+    index.remove_documents([3, 8])
+    live = [i for i in range(len(CORPUS)) if i not in (3, 8)]
+    ref = reference([tokens[i] for i in live])
+    for query in QUERIES:
+        expected = ref.get_scores(tokenize(query))
+        ids, scores = index.matches(tokenize(query))
+        got = dict(zip(ids.tolist(), scores.tolist(), strict=True))
+        np.testing.assert_allclose([got.get(i, 0.0) for i in live], expected, atol=1e-12)
+        assert not {3, 8} & set(ids.tolist())
+
+
+def test_collection_filter_applies_before_ranking():
+    index = BM25Index()
+    index.add((i, i, 1 if i % 2 else 2, tokenize(t)) for i, t in enumerate(CORPUS))
+    top = index.search(tokenize("cat dog pets"), k=3, allowed=[1])
+    assert len(top) == 3 and all(chunk_id % 2 == 1 for chunk_id, _ in top)
+    assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
+    assert index.collection_counts() == {1: 6, 2: 6}
+
+
+def test_tokenizer_lowercases_stems_and_drops_stop_words():
+    assert tokenize("The Running dogs AND cats") == ["run", "dog", "cat"]
+    assert tokenize("Running") == tokenize("runs") == ["run"]
+    assert tokenize("a the of") == []
+
+
+def test_rrf_sums_reciprocal_ranks_of_both_rankings():
+    candidates = [
+        Candidate(1, bm25=9.0, dense=0.10),  # bm25 rank 1, dense rank 4
+        Candidate(2, bm25=5.0, dense=0.80),  # 2 and 2
+        Candidate(3, bm25=0.0, dense=0.90),  # no term match; dense rank 1
+        Candidate(4, bm25=4.0, dense=0.50),  # 3 and 3
+    ]
+    scores = dict(fuse(candidates, "rrf"))
+    assert scores[1] == pytest.approx(1 / 61 + 1 / 64)
+    assert scores[2] == pytest.approx(2 / 62)
+    assert scores[3] == pytest.approx(1 / 61)  # no bm25 contribution without a match
+    assert scores[4] == pytest.approx(2 / 63)
+    assert [c for c, _ in fuse(candidates, "rrf")] == [2, 1, 4, 3]
+
+
+@pytest.mark.parametrize(("weight", "first"), [(0.0, 1), (1.0, 3), (0.5, 2)])
+def test_weighted_fusion_normalises_each_list(weight: float, first: int):
+    candidates = [
+        Candidate(1, bm25=9.0, dense=0.10),
+        Candidate(2, bm25=6.0, dense=0.80),
+        Candidate(3, bm25=0.0, dense=0.90),
+    ]
+    ranked = fuse(candidates, "weighted", dense_weight=weight)
+    assert ranked[0][0] == first
+    assert all(0.0 <= score <= 1.0 for _, score in ranked)
