@@ -179,7 +179,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from app.web.search import run_search
 
     with running_parts(), session_scope() as session:
-        result = run_search(session, args.query, args.collection, args.k, args.mode)
+        result = run_search(session, args.query, args.collection, args.k, args.mode, readable=None)
         if args.json:
             print(json.dumps(result.to_dict()))
             return 0
@@ -256,6 +256,25 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 1 if "error" in result else 0
 
 
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    import getpass
+
+    from app import accounts
+    from app.db import session_scope
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"Password for {args.email}: ")
+        if getpass.getpass("Again: ") != password:
+            raise CliError("the passwords differ")
+    with running_parts(), session_scope() as session:
+        user = accounts.create_user(session, args.email, password, role="admin")
+        accounts.audit(session, None, "user.create", user.email, {"role": "admin", "via": "cli"})
+    print(f"{user.email} is an admin; sign in at /signin", file=sys.stderr)
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     with running_parts():
         print("database schema is at head", file=sys.stderr)
@@ -293,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--collection", default=None)
     ask.add_argument("--json", action="store_true", help="print one JSON object")
     ask.set_defaults(func=cmd_ask)
+
+    admin = sub.add_parser("create-admin", help="make an admin account (asks for a password)")
+    admin.add_argument("email")
+    admin.add_argument("--password-stdin", action="store_true", help="read it from stdin")
+    admin.set_defaults(func=cmd_create_admin)
 
     migrate = sub.add_parser("migrate", help="upgrade the database schema to head")
     migrate.set_defaults(func=cmd_migrate)

@@ -57,8 +57,13 @@ class Settings(BaseSettings):
 
     # Search
     search_k: int = Field(10, ge=1, le=100, description="Passages a search returns.")
-    fusion_method: Literal["rrf", "weighted"] = Field("rrf", description="Hybrid fusion.")
-    fusion_dense_weight: float = Field(0.5, ge=0.0, le=1.0, description="Weighted fusion only.")
+    # Chosen on SQuAD 2.0 part 1 (`python -m evals tune-fusion`), never on SciFact.
+    fusion_method: Literal["rrf", "weighted", "absolute"] = Field(
+        "absolute", description="Hybrid fusion."
+    )
+    fusion_dense_weight: float = Field(
+        0.4, ge=0.0, le=1.0, description="Dense share of the fused score (weighted, absolute)."
+    )
     fusion_depth: int = Field(100, ge=10, le=1000, description="Candidates from each list.")
     rerank_depth: int = Field(50, ge=1, le=500, description="Fused candidates reranked.")
     hnsw_ef_search: int = Field(100, ge=10, le=1000, description="pgvector HNSW search width.")
@@ -66,14 +71,15 @@ class Settings(BaseSettings):
     # Answers
     answer_passages: int = Field(5, ge=1, le=20, description="Passages given to the LLM.")
     answer_max_tokens: int = Field(300, ge=16, le=4096, description="Longest answer.")
+    # Both chosen on SQuAD 2.0 part 1 (`python -m evals tune-thresholds`).
     abstain_threshold: float = Field(
-        0.0, description="Decline without the LLM below this fused score (no reranker)."
+        0.276, description="Decline without the LLM below this relevance (no reranker)."
     )
     abstain_rerank_threshold: float = Field(
         -5.0, description="Decline below this cross-encoder score (with a reranker)."
     )
     citation_support_threshold: float = Field(
-        0.5, ge=-1.0, le=1.0, description="Cosine a sentence needs to count as supported."
+        0.70, ge=-1.0, le=1.0, description="Cosine a sentence needs to count as supported."
     )
 
     # Chunking and embedding

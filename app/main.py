@@ -9,13 +9,14 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app.config import Settings, get_settings
 from app.errors import AppError, Invalid
-from app.web import api, chat, documents, health, search
-from app.web.render import TEMPLATES, is_htmx
+from app.web import admin, api, auth, chat, documents, health, search
+from app.web.auth import signin_redirect
+from app.web.render import is_htmx, render
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -28,11 +29,16 @@ def wants_html(request: Request) -> bool:
 
 
 def error_response(request: Request, err: AppError) -> Response:
-    if wants_html(request):
-        return TEMPLATES.TemplateResponse(
-            request, "_error.html", {"error": err}, status_code=err.status
-        )
-    return JSONResponse({"error": err.to_dict()}, status_code=err.status)
+    if not wants_html(request):
+        return JSONResponse({"error": err.to_dict()}, status_code=err.status)
+    if err.status == 401:  # not signed in, or the session expired: to the sign-in page
+        target = signin_redirect(request)
+        if is_htmx(request):
+            return Response(status_code=401, headers={"HX-Redirect": target})
+        return RedirectResponse(target, status_code=303)
+    return render(
+        request, "error.html", {"error": err}, fragment="_error.html", status_code=err.status
+    )
 
 
 def warm_up(settings: Settings) -> None:
@@ -83,6 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(health.router)
+    app.include_router(auth.pages)
+    app.include_router(auth.api)
+    app.include_router(admin.pages)
     app.include_router(chat.pages)
     app.include_router(chat.api)
     app.include_router(documents.router)

@@ -130,8 +130,9 @@ def tune_fusion(data: RetrievalSet, settings: Settings, limit: int | None) -> di
     queries = list(data.queries.items())[:limit] if limit else list(data.queries.items())
     qrels = {q: data.qrels[q] for q, _ in queries}
     settings_grid: dict[str, Callable] = {"rrf": lambda c: fuse(c, "rrf")}
-    for w in np.round(np.arange(0.0, 1.01, 0.1), 2):
-        settings_grid[f"weighted w={w:.1f}"] = lambda c, w=float(w): fuse(c, "weighted", w)
+    for method in ("weighted", "absolute"):
+        for w in np.round(np.arange(0.0, 1.01, 0.1), 2):
+            settings_grid[f"{method} w={w:.1f}"] = lambda c, m=method, w=float(w): fuse(c, m, w)
     runs: dict[str, dict[str, list[str]]] = {name: {} for name in settings_grid}
     with session_scope() as session:
         chunk_doc = _chunk_documents(session, collection_id, by_filename)
@@ -145,8 +146,8 @@ def tune_fusion(data: RetrievalSet, settings: Settings, limit: int | None) -> di
                 settings=settings,
                 clock=Clock(),
             )
-            for name, method in settings_grid.items():
-                ranked = [chunk_doc[c] for c, _ in method(found.candidates)]
+            for name, fused in settings_grid.items():
+                ranked = [chunk_doc[c] for c, _ in fused(found.candidates)]
                 runs[name][qid] = list(dict.fromkeys(ranked))
     return {name: metrics(qrels, run) for name, run in runs.items()}
 
@@ -162,3 +163,54 @@ def _chunk_documents(session, collection_id: int, by_filename: dict[str, str]) -
         .where(Document.collection_id == collection_id)
     )
     return {chunk_id: by_filename[filename] for chunk_id, filename in rows}
+
+
+def compare_generations(
+    session, collection_id: int, generation_ids: list[int], settings: Settings
+) -> dict[str, dict[str, float]]:
+    """nDCG@10, Recall@100 and MRR@10 of hybrid search in each generation over a collection
+    whose eval set (a BEIR directory; documents named `<corpus id>.md`) is configured: the
+    admin panel shows them side by side before a switch."""
+    from pathlib import Path
+
+    from sqlalchemy import select
+
+    from app.models import Chunk, Collection, Document, IndexGeneration
+    from app.retrieval.lexical import BM25Index
+    from evals.datasets import load_beir
+
+    collection = session.get(Collection, collection_id)
+    if collection is None or not collection.eval_set:
+        raise ValueError("the collection has no eval set")
+    data = load_beir(Path(collection.eval_set))
+    results = {}
+    for generation_id in generation_ids:
+        generation = session.get(IndexGeneration, generation_id)
+        if generation is None:
+            continue
+        rows = session.execute(
+            select(
+                Chunk.id, Chunk.document_id, Chunk.collection_id, Chunk.lexemes, Document.filename
+            )
+            .join(Document, Document.id == Chunk.document_id)
+            .where(Chunk.generation_id == generation_id, Chunk.collection_id == collection_id)
+        ).all()
+        index = BM25Index()
+        index.add((c, d, col, lex.split()) for c, d, col, lex, _ in rows)
+        corpus_id = {c: filename.removesuffix(".md") for c, _, _, _, filename in rows}
+        runs: dict[str, list[str]] = {}
+        for qid, text in data.queries.items():
+            found = retrieve(
+                session,
+                text,
+                mode="hybrid",
+                depth=settings.fusion_depth,
+                collections=[collection_id],
+                settings=settings,
+                clock=Clock(),
+                pinned=(generation, index),
+            )
+            ranked = fuse(found.candidates, settings.fusion_method, settings.fusion_dense_weight)
+            runs[qid] = list(dict.fromkeys(corpus_id[c] for c, _ in ranked if c in corpus_id))
+        results[str(generation_id)] = metrics(data.qrels, runs)
+    return results

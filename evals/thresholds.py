@@ -4,10 +4,11 @@
   a reranker) of each question's best passage. The threshold is the 5th percentile over the
   answerable questions: at most 5% of questions the documents do answer are declined before
   the LLM sees them. What that declines of the unanswerable ones is reported beside it.
-- Citation support: a claim (the question followed by its gold answer) against the sentence of
-  its paragraph that holds the answer (supported) and against the closest sentence of the same
-  article's other paragraphs that does not (topical, unsupported). The threshold maximises
-  Youden's J (true positive rate minus false positive rate) between the two.
+- Citation support: a claim (the question followed by its gold answer) against the best unit of
+  its paragraph that holds the answer (supported) and against the closest unit of the same
+  article's other paragraphs that does not (topical, unsupported); units are what the citation
+  checker compares with (`support_units`: sentences and pairs of adjacent sentences). The
+  threshold maximises Youden's J (true positive rate minus false positive rate).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from app.config import Settings
 from app.db import session_scope
 from app.generation.answer import relevance
-from app.ingest.chunk import sentence_spans
+from app.generation.citations import support_units
 from app.ingest.embed import get_embedder
 from app.retrieval.search import search
 from evals.corpus import ensure_corpus
@@ -58,36 +59,38 @@ def _reranked(settings: Settings) -> bool:
 
 def citation_support(qa: QASet, settings: Settings, limit: int | None) -> dict:
     embedder = get_embedder(settings.embedding_model)
+    # Every sentence of every paragraph, embedded once.
+    sentences: dict[str, list[tuple[int, int, str]]] = {}
+    for doc_id, (_, context) in qa.corpus.items():
+        sentences[doc_id] = [(a, b, context[a:b]) for a, b in support_units(context)]
+    keys = [(d, i) for d, rows in sentences.items() for i in range(len(rows))]
+    vectors = embedder.encode([sentences[d][i][2] for d, i in keys], 64)
+    index = {key: n for n, key in enumerate(keys)}
     by_article: dict[str, list[str]] = {}
     for doc_id in qa.corpus:
         by_article.setdefault(doc_id.split("-")[0], []).append(doc_id)
+
     questions = [q for q in qa.questions if not q.impossible and q.answer_starts][:limit]
+    claims = embedder.encode([f"{q.text.rstrip('?')} {q.answers[0]}." for q in questions], 64)
     positive, negative = [], []
-    for q in questions:
-        context = qa.corpus[q.doc_id][1]
+    for q, claim in zip(questions, claims, strict=True):
         start = q.answer_starts[0]
-        spans = sentence_spans(context)
-        gold = next((context[a:b] for a, b in spans if a <= start < b), None)
+        gold = [i for i, (a, b, _) in enumerate(sentences[q.doc_id]) if a <= start < b]
         others = [
-            context_b[a:b]
+            index[(other, i)]
             for other in by_article[q.doc_id.split("-")[0]]
             if other != q.doc_id
-            for context_b in [qa.corpus[other][1]]
-            for a, b in sentence_spans(context_b)
-            if q.answers[0].lower() not in context_b[a:b].lower()
+            for i, (_, _, text) in enumerate(sentences[other])
+            if q.answers[0].lower() not in text.lower()
         ]
-        if gold is None or not others:
+        if not gold or not others:
             continue
-        claim = f"{q.text.rstrip('?')} {q.answers[0]}."
-        vectors = embedder.encode([claim, gold, *others])
-        similarity = vectors[1:] @ vectors[0]
-        positive.append(float(similarity[0]))
-        negative.append(float(similarity[1:].max()))
+        positive.append(float((vectors[[index[(q.doc_id, i)] for i in gold]] @ claim).max()))
+        negative.append(float((vectors[others] @ claim).max()))
     pos, neg = np.array(positive), np.array(negative)
     candidates = np.round(np.arange(0.2, 0.9, 0.01), 2)
     youden = [float(np.mean(pos >= t) - np.mean(neg >= t)) for t in candidates]
-    best = int(np.argmax(youden))
-    threshold = float(candidates[best])
+    threshold = float(candidates[int(np.argmax(youden))])
     return {
         "claims": len(pos),
         "supported_quantiles": [round(float(x), 3) for x in np.percentile(pos, [5, 25, 50, 75])],

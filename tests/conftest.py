@@ -52,6 +52,34 @@ def settings(data_dir: Path) -> Iterator[Settings]:
         yield resolved
 
 
+ADMIN_EMAIL = "admin@tests.example"
+ADMIN_PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="session")
+def admin_key(settings: Settings) -> str:
+    """An admin account for the tests, and an API key that acts as it."""
+    from app import accounts
+    from app.db import session_scope
+
+    with session_scope() as s:
+        user = accounts.create_user(s, ADMIN_EMAIL, ADMIN_PASSWORD, "admin")
+        key, _ = accounts.create_api_key(s, user, "tests")
+    return key
+
+
+@pytest.fixture(scope="session")
+def auth(admin_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_key}"}
+
+
+@pytest.fixture
+def client(settings: Settings, worker: WorkerProcess, auth: dict[str, str]) -> Iterator[TestClient]:
+    """The app, called as the tests' admin (with the API key)."""
+    with TestClient(create_app(settings), headers=auth) as c:
+        yield c
+
+
 @pytest.fixture(scope="session")
 def worker(settings: Settings) -> Iterator[WorkerProcess]:
     with WorkerProcess(settings, name="tests@localhost") as process:
@@ -123,7 +151,7 @@ def llm_url(settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def facts(settings: Settings, worker: WorkerProcess) -> str:
+def facts(settings: Settings, worker: WorkerProcess, auth: dict[str, str]) -> str:
     name = new_collection()
     docs = {
         "tower.md": b"# Eiffel Tower\n\nThe Eiffel Tower is a wrought-iron tower in Paris. "
@@ -131,7 +159,7 @@ def facts(settings: Settings, worker: WorkerProcess) -> str:
         "coffee.md": b"# Espresso\n\nEspresso is brewed by forcing hot water under pressure "
         b"through finely ground coffee beans.",
     }
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), headers=auth) as c:
         ids = [d["id"] for d in upload(c, name, *docs.items()).json()["documents"]]
         wait_settled(c, ids)
     return name

@@ -6,21 +6,33 @@ import uuid
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from app.main import create_app
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.factories import make_docx
 from tests.helpers import serving
 
 pytestmark = pytest.mark.browser
 
 
+def sign_in(driver, url: str, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> None:
+    driver.delete_all_cookies()
+    driver.get(f"{url}/signin")
+    driver.find_element(By.NAME, "email").send_keys(email)
+    driver.find_element(By.NAME, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
+    WebDriverWait(driver, 30).until(lambda d: "/signin" not in d.current_url)
+
+
 def test_upload_two_files_and_watch_both_reach_indexed(
-    browser_driver, live_server: str, tmp_path: Path
+    browser_driver, live_server: str, tmp_path: Path, admin_key: str
 ):
     driver = browser_driver
+    sign_in(driver, live_server)
     collection = f"browser-{uuid.uuid4().hex[:8]}"
     first = tmp_path / "handbook.docx"
     first.write_bytes(make_docx("Handbook", ["Holidays are booked two weeks ahead."]))
@@ -36,36 +48,40 @@ def test_upload_two_files_and_watch_both_reach_indexed(
     assert Select(driver.find_element(By.ID, "collection")).first_selected_option.text == collection
 
     driver.find_element(By.ID, "file-input").send_keys(f"{first}\n{second}")
-    wait.until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#document-rows tr[data-status]")) == 2
-    )
-    wait.until(
-        lambda d: all(
-            row.get_attribute("data-status") == "indexed"
-            for row in d.find_elements(By.CSS_SELECTOR, "#document-rows tr[data-status]")
-        )
-    )
-    rows = driver.find_elements(By.CSS_SELECTOR, "#document-rows tr[data-status]")
-    names = sorted(r.find_element(By.CSS_SELECTOR, ".filename a").text for r in rows)
-    assert names == ["faq.md", "handbook.docx"]
-    assert all(r.find_element(By.CSS_SELECTOR, ".status").text == "indexed" for r in rows)
-
+    # Rows replace themselves as they poll: read them in one go, in the page.
+    wait.until(lambda d: rows(d) == [("faq.md", "indexed"), ("handbook.docx", "indexed")])
+    assert [s.text for s in driver.find_elements(By.CSS_SELECTOR, "#document-rows .status")] == [
+        "indexed",
+        "indexed",
+    ]
     driver.refresh()  # the rows are stored, not just drawn
-    wait.until(
-        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#document-rows tr[data-status]")) == 2
+    wait.until(lambda d: rows(d) == [("faq.md", "indexed"), ("handbook.docx", "indexed")])
+
+
+def rows(driver) -> list[tuple[str, str]]:
+    found = driver.execute_script(
+        "return [...document.querySelectorAll('#document-rows tr[data-status]')]"
+        ".map(r => [r.querySelector('.filename a, .filename').textContent.trim().split('\\n')[0],"
+        " r.dataset.status])"
     )
+    return sorted((name, status) for name, status in found)
 
 
-def test_ask_see_the_answer_stream_and_open_a_citation(browser_driver, llm_settings, facts):
+def test_ask_see_the_answer_stream_and_open_a_citation(
+    browser_driver, llm_settings, facts, admin_key
+):
     driver = browser_driver
     with serving(create_app(llm_settings)) as url:
+        sign_in(driver, url)
         driver.get(f"{url}/")
         Select(driver.find_element(By.NAME, "collection")).select_by_visible_text(facts)
         box = driver.find_element(By.NAME, "question")
         box.send_keys("When was the Eiffel Tower finished?")
         driver.find_element(By.ID, "send").click()
         lengths: set[int] = set()
-        wait = WebDriverWait(driver, 120, poll_frequency=0.05)
+        wait = WebDriverWait(
+            driver, 120, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException]
+        )
 
         def settled(d) -> bool:
             answers = d.find_elements(By.CSS_SELECTOR, ".assistant .answer")
@@ -76,7 +92,7 @@ def test_ask_see_the_answer_stream_and_open_a_citation(browser_driver, llm_setti
 
         wait.until(settled)
         assistant = driver.find_elements(By.CSS_SELECTOR, ".assistant")[-1]
-        assert assistant.get_attribute("data-status") == "done"
+        assert assistant.get_attribute("data-status") == "done", assistant.text
         assert len({n for n in lengths if n > 0}) >= 2, "the answer did not arrive in pieces"
         assert "1889" in assistant.find_element(By.CSS_SELECTOR, ".answer").text
         cite = assistant.find_element(By.CSS_SELECTOR, ".cite")

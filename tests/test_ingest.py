@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,12 +24,6 @@ from app.models import Chunk, Document, IngestionAttempt
 from app.services.worker_process import WorkerProcess
 from tests.factories import encrypt_pdf, make_docx, make_html, make_pdf, make_zip_bomb
 from tests.helpers import new_collection, serving, upload, wait_settled
-
-
-@pytest.fixture
-def client(settings: Settings, worker: WorkerProcess) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
 
 
 def chunk_rows(document_id: int) -> list[tuple[int, str]]:
@@ -115,7 +108,9 @@ def test_unreadable_files_fail_with_a_reason_and_good_ones_are_unaffected(
     assert good["status"] == "indexed" and good["chunks"] == 1
 
 
-def test_too_large_is_refused_while_streaming(settings: Settings, worker: WorkerProcess):
+def test_too_large_is_refused_while_streaming(
+    settings: Settings, worker: WorkerProcess, auth: dict[str, str]
+):
     """Over a real socket: the 413 arrives while the client is still sending, and the server
     never read (or stored) much past the limit."""
     small = settings.model_copy(update={"max_upload_mb": 1})
@@ -133,6 +128,7 @@ def test_too_large_is_refused_while_streaming(settings: Settings, worker: Worker
         with socket.create_connection((host, int(port))) as sock:
             sock.sendall(
                 f"POST /api/documents HTTP/1.1\r\nHost: {host}\r\nContent-Length: {length}\r\n"
+                f"Authorization: {auth['Authorization']}\r\n"
                 f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
                 + head
             )

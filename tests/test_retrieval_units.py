@@ -1,10 +1,10 @@
-"""BM25 against rank-bm25, fusion and tokenisation: pure functions."""
+"""BM25 against rank-bm25 (BM25Plus), fusion and tokenisation: pure functions."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from rank_bm25 import BM25Okapi
+from rank_bm25 import BM25Plus
 
 from app.retrieval.fusion import Candidate, fuse
 from app.retrieval.lexical import BM25Index
@@ -30,13 +30,14 @@ QUERIES = [
     "dog dog dog barking",  # repeated terms count again
     "pets",
     "the",  # stop word only: nothing
+    "cat",  # in few chunks
     "weather forecast",
     "unknownword",
 ]
 
 
-def reference(docs: list[list[str]]) -> BM25Okapi:
-    return BM25Okapi(docs)
+def reference(docs: list[list[str]]) -> BM25Plus:
+    return BM25Plus(docs)
 
 
 @pytest.mark.parametrize("query", QUERIES)
@@ -47,7 +48,7 @@ def test_scores_equal_rank_bm25(query: str):
     index.add((i, i, 2, t) for i, t in enumerate(tokens[7:], start=7))  # a second segment
     expected = reference(tokens).get_scores(tokenize(query))
     ids, scores = index.matches(tokenize(query))
-    got = np.zeros(len(CORPUS))
+    got = np.full(len(CORPUS), index.bounds(tokenize(query))[0])  # chunks without a term
     got[ids] = scores
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
 
@@ -65,7 +66,8 @@ def test_scores_stay_equal_after_removals_and_merges():
         expected = ref.get_scores(tokenize(query))
         ids, scores = index.matches(tokenize(query))
         got = dict(zip(ids.tolist(), scores.tolist(), strict=True))
-        np.testing.assert_allclose([got.get(i, 0.0) for i in live], expected, atol=1e-12)
+        least = index.bounds(tokenize(query))[0]
+        np.testing.assert_allclose([got.get(i, least) for i in live], expected, atol=1e-12)
         assert not {3, 8} & set(ids.tolist())
 
 
@@ -109,3 +111,21 @@ def test_weighted_fusion_normalises_each_list(weight: float, first: int):
     ranked = fuse(candidates, "weighted", dense_weight=weight)
     assert ranked[0][0] == first
     assert all(0.0 <= score <= 1.0 for _, score in ranked)
+
+
+def test_a_two_document_collection_still_gets_bm25():
+    """Okapi's idf is 0 for a term in one of two documents; BM25+ keeps it positive."""
+    index = BM25Index()
+    index.add([(1, 1, 1, tokenize("the red fox")), (2, 2, 1, tokenize("a blue whale"))])
+    (top, score), *_ = index.search(tokenize("red fox"), k=2)
+    least, most = index.bounds(tokenize("red fox"))
+    assert top == 1 and least < score <= most and 0 < least < most
+
+
+def test_bounds_place_scores_between_least_and_most():
+    index = BM25Index()
+    index.add((i, i, 1, tokenize(t)) for i, t in enumerate(CORPUS))
+    for query in QUERIES:
+        least, most = index.bounds(tokenize(query))
+        _, scores = index.matches(tokenize(query))
+        assert all(least < s <= most for s in scores)

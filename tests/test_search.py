@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -30,14 +29,8 @@ from app.services.worker_process import WorkerProcess
 from tests.helpers import new_collection, upload, wait_settled
 
 
-@pytest.fixture
-def client(settings: Settings, worker: WorkerProcess) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
-        yield c
-
-
 @pytest.fixture(scope="module")
-def corpus(settings: Settings, worker: WorkerProcess) -> str:
+def corpus(settings: Settings, worker: WorkerProcess, auth: dict[str, str]) -> str:
     """A small indexed collection shared by the search tests."""
     name = new_collection()
     docs = {
@@ -46,7 +39,7 @@ def corpus(settings: Settings, worker: WorkerProcess) -> str:
         "cats.md": b"# Cats\n\nCats sleep most of the day and hunt small animals at night.",
         "rates.md": b"# Rates\n\nThe central bank raised interest rates to slow inflation.",
     }
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), headers=auth) as c:
         ids = [d["id"] for d in upload(c, name, *docs.items()).json()["documents"]]
         assert all(d["status"] == "indexed" for d in wait_settled(c, ids).values())
     return name
@@ -193,13 +186,13 @@ def second_web_process(settings: Settings) -> tuple[subprocess.Popen, str]:
 
 
 def test_new_document_found_within_2s_and_never_after_deletion_in_another_process(
-    settings: Settings, client: TestClient, corpus: str
+    settings: Settings, client: TestClient, corpus: str, auth: dict[str, str]
 ):
     proc, url = second_web_process(settings)
     word = f"zorblax{uuid.uuid4().hex[:6]}"
     try:
         params = {"q": word, "collection": corpus, "mode": "bm25"}
-        assert httpx.get(f"{url}/api/search", params=params).json()["results"] == []
+        assert httpx.get(f"{url}/api/search", params=params, headers=auth).json()["results"] == []
         doc = upload(client, corpus, (f"{word}.md", f"# Note\n\nThe {word} protocol.".encode()))
         doc_id = doc.json()["documents"][0]["id"]
         while True:  # the moment it is indexed
@@ -209,7 +202,7 @@ def test_new_document_found_within_2s_and_never_after_deletion_in_another_proces
                     break
             time.sleep(0.02)
         while True:
-            results = httpx.get(f"{url}/api/search", params=params).json()["results"]
+            results = httpx.get(f"{url}/api/search", params=params, headers=auth).json()["results"]
             if results:
                 found_after = time.monotonic() - indexed_at
                 break
@@ -218,7 +211,9 @@ def test_new_document_found_within_2s_and_never_after_deletion_in_another_proces
         assert results[0]["document_id"] == doc_id and found_after < 2.0
         assert client.delete(f"/api/documents/{doc_id}").status_code == 204
         for mode in ("bm25", "dense", "hybrid"):
-            body = httpx.get(f"{url}/api/search", params={**params, "mode": mode}).json()
+            body = httpx.get(
+                f"{url}/api/search", params={**params, "mode": mode}, headers=auth
+            ).json()
             assert all(r["document_id"] != doc_id for r in body["results"])
     finally:
         proc.terminate()

@@ -13,6 +13,7 @@ API (SSE or JSON), the CLI and the answer evals alike:
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -34,6 +35,7 @@ from app.ingest.embed import get_embedder
 from app.models import Conversation, Message, MessageCitation
 from app.retrieval.search import Hit, SearchResult, search
 
+log = logging.getLogger(__name__)
 MAX_QUESTION_CHARS = 2000
 CLOSEST_SHOWN = 3
 _DECLINE = re.compile(
@@ -62,11 +64,11 @@ def check_question(question: str) -> str:
 
 def relevance(result: SearchResult) -> float | None:
     """How relevant the best passage is, for abstention: the cross-encoder's score when it
-    reranked, else the fused score."""
+    reranked, else the absolute fused score (with the default fusion, the top hit's fused
+    score itself)."""
     if not result.hits:
         return None
-    scores = result.hits[0].scores
-    return scores["rerank"] if result.reranked else scores["fused"]
+    return result.hits[0].scores["rerank"] if result.reranked else result.relevance
 
 
 def should_abstain(result: SearchResult, settings: Settings) -> bool:
@@ -135,17 +137,18 @@ def _start(
     collection_id: int | None,
     source: str,
     model: str,
+    user_id: int | None,
 ) -> _Turn:
     with session_scope() as session:
         if conversation_id is None:
             conversation = Conversation(
-                title=question[:200], collection_id=collection_id, source=source
+                title=question[:200], collection_id=collection_id, source=source, user_id=user_id
             )
             session.add(conversation)
             session.flush()
         else:
             found = session.get(Conversation, conversation_id)
-            if found is None:
+            if found is None or found.user_id != user_id:
                 raise NotFound(f"no conversation {conversation_id}")
             conversation = found
         history = _history(session, conversation.id)
@@ -213,11 +216,14 @@ async def answer(
     conversation_id: int | None = None,
     collection_id: int | None = None,
     source: str = "web",
+    user_id: int | None = None,
 ) -> AsyncIterator[Event]:
+    """`collections`: what may be searched (collection ids; None: all). `user_id`: whose
+    conversation this is (None for the CLI and the evals)."""
     started = time.perf_counter()
     question = check_question(question)
     turn = await asyncio.to_thread(
-        _start, question, conversation_id, collection_id, source, settings.llm_model
+        _start, question, conversation_id, collection_id, source, settings.llm_model, user_id
     )
     timings: dict[str, float] = {}
     content: list[str] = []
@@ -335,6 +341,7 @@ async def answer(
         yield Event("error", {"message": str(err), "kind": err.kind})
     finally:
         if not finished:  # stopped: the reader went away, or stop was pressed
+            log.info("answer %s stopped after %d tokens", turn.message_id, len(content))
             timings["total_ms"] = _ms(started)
             _finish(turn.message_id, status="stopped", content="".join(content), timings=timings)
 

@@ -68,7 +68,7 @@ def _numbers(text: str) -> list[int]:
     return list(dict.fromkeys(found))
 
 
-def _windows(text: str) -> list[tuple[int, int]]:
+def support_units(text: str) -> list[tuple[int, int]]:
     """Each sentence, and each pair of adjacent sentences (a claim often needs the sentence
     before, which names what "it" is)."""
     sentences = sentence_spans(text) or [(0, len(text))]
@@ -85,7 +85,7 @@ def check_citations(
             Citation(i, text, cited, None, None, 0.0, False)
             for i, (text, cited) in enumerate(sentences)
         ]
-    spans = [_windows(p.hit.text) for p in passages]
+    spans = [support_units(p.hit.text) for p in passages]
     passage_sentences = [
         p.hit.text[a:b] for p, s in zip(passages, spans, strict=True) for a, b in s
     ]

@@ -1,5 +1,9 @@
 """Documents and collections: what the upload page, the JSON API and `groundwork ingest`
-all call. Functions flush; the caller commits, then enqueues (`enqueue`)."""
+all call. Functions flush; the caller commits, then enqueues (`enqueue`).
+
+`readable` is the collection ids the caller may read (`app.accounts.readable_collections`),
+or None for all (admins, and the CLI). Something in a collection the caller cannot read is
+answered as if it did not exist."""
 
 from __future__ import annotations
 
@@ -11,10 +15,17 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
-from app.errors import Invalid, NotFound
+from app.errors import Conflict, Invalid, NotFound
 from app.ingest.detect import Rejected, accept, safe_filename
 from app.ingest.index import record_change
-from app.models import Collection, Document, DocumentFile, DocumentStatus
+from app.models import (
+    Collection,
+    CollectionMember,
+    Document,
+    DocumentFile,
+    DocumentStatus,
+    User,
+)
 
 DEFAULT_COLLECTION = "default"
 _COLLECTION_NAME = re.compile(r"^[\w][\w .\-]{0,99}$")
@@ -37,35 +48,54 @@ def check_collection_name(name: str) -> str:
     return name
 
 
-def get_collection(session: Session, name: str, *, create: bool = False) -> Collection:
+def get_collection(
+    session: Session,
+    name: str,
+    *,
+    create: bool = False,
+    readable: list[int] | None = None,
+    creator: User | None = None,
+) -> Collection:
+    """The collection, or (with `create`) a new one that its creator may read."""
     name = check_collection_name(name)
     collection = session.scalar(select(Collection).where(Collection.name == name))
-    if collection is None:
-        if not create:
+    if collection is not None:
+        if readable is not None and collection.id not in readable:
             raise NotFound(f"no collection named {name!r}")
-        collection = Collection(name=name)
-        try:
-            with session.begin_nested():
-                session.add(collection)
-        except IntegrityError:  # made by a concurrent request
-            collection = session.scalar(select(Collection).where(Collection.name == name))
-            assert collection is not None
+        return collection
+    if not create:
+        raise NotFound(f"no collection named {name!r}")
+    collection = Collection(name=name)
+    try:
+        with session.begin_nested():
+            session.add(collection)
+    except IntegrityError:  # made by a concurrent request
+        raise Conflict(f"the collection {name!r} was just made by someone else") from None
+    if creator is not None and not creator.is_admin:
+        session.add(CollectionMember(collection_id=collection.id, user_id=creator.id))
+        session.flush()
+        if readable is not None:
+            readable.append(collection.id)
     return collection
 
 
-def list_collections(session: Session) -> list[tuple[Collection, int]]:
-    """Every collection with its number of documents, by name."""
+def list_collections(
+    session: Session, readable: list[int] | None = None
+) -> list[tuple[Collection, int]]:
+    """The collections (that may be read) with their number of documents, by name."""
     counts = (
         select(Document.collection_id, func.count().label("n"))
         .group_by(Document.collection_id)
         .subquery()
     )
-    rows = session.execute(
+    query = (
         select(Collection, func.coalesce(counts.c.n, 0))
         .outerjoin(counts, counts.c.collection_id == Collection.id)
         .order_by(Collection.name)
-    ).all()
-    return [(c, int(n)) for c, n in rows]
+    )
+    if readable is not None:
+        query = query.where(Collection.id.in_(readable))
+    return [(c, int(n)) for c, n in session.execute(query).all()]
 
 
 def add_rejected(
@@ -151,15 +181,17 @@ def _duplicate(existing: Document) -> Added:
     return Added(existing, enqueue=False, duplicate=True, http_status=200)
 
 
-def get_document(session: Session, document_id: int) -> Document:
+def get_document(session: Session, document_id: int, readable: list[int] | None = None) -> Document:
     doc = session.get(Document, document_id)
-    if doc is None:
+    if doc is None or (readable is not None and doc.collection_id not in readable):
         raise NotFound(f"no document {document_id}")
     return doc
 
 
-def document_file(session: Session, document_id: int) -> tuple[Document, bytes]:
-    doc = get_document(session, document_id)
+def document_file(
+    session: Session, document_id: int, readable: list[int] | None = None
+) -> tuple[Document, bytes]:
+    doc = get_document(session, document_id, readable)
     data = session.scalar(select(DocumentFile.data).where(DocumentFile.document_id == doc.id))
     if data is None:
         raise NotFound(f"document {document_id} has no stored file (it was rejected)")
@@ -167,21 +199,30 @@ def document_file(session: Session, document_id: int) -> tuple[Document, bytes]:
 
 
 def list_documents(
-    session: Session, *, collection_id: int | None = None, ids: list[int] | None = None
+    session: Session,
+    *,
+    collection_id: int | None = None,
+    ids: list[int] | None = None,
+    readable: list[int] | None = None,
 ) -> list[Document]:
     query = select(Document).options(joinedload(Document.collection)).order_by(Document.id.desc())
     if collection_id is not None:
         query = query.where(Document.collection_id == collection_id)
     if ids is not None:
         query = query.where(Document.id.in_(ids))
+    if readable is not None:
+        query = query.where(Document.collection_id.in_(readable))
     return list(session.scalars(query.limit(1000)))
 
 
-def delete_document(session: Session, document_id: int) -> None:
+def delete_document(
+    session: Session, document_id: int, readable: list[int] | None = None
+) -> Document:
     """Remove a document, its file and its chunks; search stops finding it at the commit."""
-    doc = get_document(session, document_id)
+    doc = get_document(session, document_id, readable)
     session.execute(delete(Document).where(Document.id == doc.id))
     record_change(session, [doc.id])
+    return doc
 
 
 BATCH_DOCUMENTS = 32

@@ -19,7 +19,7 @@ from app.models.documents import (
     IngestionAttempt,
 )
 from app.models.evals import EvalRun
-from app.models.index import Chunk, IndexChange, IndexGeneration
+from app.models.index import Chunk, IndexChange, IndexGeneration, ReindexJob
 
 __all__ = [
     "SETTLED",
@@ -40,6 +40,7 @@ __all__ = [
     "IngestionAttempt",
     "Message",
     "MessageCitation",
+    "ReindexJob",
     "User",
     "UserSession",
 ]

@@ -34,6 +34,9 @@ class Conversation(Base):
         ForeignKey("collections.id", ondelete="SET NULL")
     )
     source: Mapped[str] = mapped_column(String(20), default="web")  # web, api, cli, eval
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

@@ -45,6 +45,9 @@ class Collection(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
+    # A BEIR directory whose queries and judgements fit this collection's documents (named
+    # `<corpus id>.md`): the admin panel compares generations on it before a switch.
+    eval_set: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     documents: Mapped[list[Document]] = relationship(back_populates="collection")
@@ -90,6 +93,7 @@ class Document(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    uploaded_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
     collection: Mapped[Collection] = relationship(back_populates="documents")
 

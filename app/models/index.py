@@ -8,6 +8,7 @@ from datetime import datetime
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -32,7 +33,7 @@ class IndexGeneration(Base):
     __tablename__ = "index_generations"
     __table_args__ = (
         CheckConstraint(
-            "state IN ('building','live','retired','cancelled')",
+            "state IN ('building','ready','live','retired','cancelled')",
             name="index_generations_state_valid",
         ),
         Index(
@@ -49,6 +50,9 @@ class IndexGeneration(Base):
     chunk_tokens: Mapped[int] = mapped_column(Integer)
     chunk_overlap_tokens: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(20))
+    auto_switch: Mapped[bool] = mapped_column(Boolean, default=True)  # live once complete
+    documents_total: Mapped[int | None] = mapped_column(Integer)  # to build, when started
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -76,6 +80,25 @@ class Chunk(Base):
     char_end: Mapped[int] = mapped_column(Integer)
     embedding = mapped_column(Vector(), nullable=False, deferred=True)
     embedding_model: Mapped[str] = mapped_column(String(300))
+
+
+class ReindexJob(Base):
+    """An admin's reindex of a document, a collection or everything; its progress is how
+    many of its documents were indexed (or failed) since it started."""
+
+    __tablename__ = "reindex_jobs"
+    __table_args__ = (
+        CheckConstraint(
+            "scope IN ('document','collection','all')", name="reindex_jobs_scope_valid"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(20))
+    target: Mapped[str | None] = mapped_column(Text)
+    document_ids: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class IndexChange(Base):

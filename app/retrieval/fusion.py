@@ -8,6 +8,9 @@ would have cut.
 - `rrf`: reciprocal rank fusion, sum of 1 / (k + rank) over the two rankings of the union.
 - `weighted`: min-max normalised scores over the union, then
   `weight * dense + (1 - weight) * bm25`.
+- `absolute`: `weight * cosine + (1 - weight) * bm25`, BM25 placed between the least and the
+  most any chunk could score for the query: both parts mean the same across queries, so the
+  fused score can also decide when nothing is relevant enough.
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-FusionMethod = Literal["rrf", "weighted"]
+FusionMethod = Literal["rrf", "weighted", "absolute"]
 RRF_K = 60
 
 
 @dataclass(frozen=True)
 class Candidate:
     chunk_id: int
-    bm25: float  # 0.0 when no query term occurs
+    bm25: float  # BM25 on an absolute scale, 0 to 1 (see BM25Index.bounds); 0: no term
     dense: float  # cosine similarity
 
 
@@ -56,6 +59,8 @@ def fuse(
             + 1.0 / (rrf_k + dense_rank[c])
             for c in bm25
         }
+    elif method == "absolute":
+        fused = {c: dense_weight * dense[c] + (1.0 - dense_weight) * bm25[c] for c in bm25}
     else:
         b, d = _minmax(bm25), _minmax(dense)
         fused = {c: dense_weight * d[c] + (1.0 - dense_weight) * b[c] for c in bm25}

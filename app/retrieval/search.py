@@ -8,7 +8,8 @@ Every hit carries each stage's score and every result the time each stage took."
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -23,7 +24,7 @@ from app.ingest.embed import get_embedder
 from app.models import Chunk, Collection, Document, IndexGeneration
 from app.retrieval import dense
 from app.retrieval.fusion import Candidate, fuse
-from app.retrieval.lexical import top_k
+from app.retrieval.lexical import BM25Index, top_k
 from app.retrieval.lexical_store import lexical_index
 from app.retrieval.rerank import get_reranker
 from app.retrieval.tokenize import tokenize
@@ -48,6 +49,7 @@ class Hit:
     heading_path: list[str]
     text: str
     scores: dict[str, float | None]  # bm25, dense, fused, rerank
+    generation_id: int = 0  # the index generation the chunk belongs to
 
     @property
     def page(self) -> int | None:
@@ -65,16 +67,22 @@ class SearchResult:
     query: str
     mode: Mode
     hits: list[Hit]
+    generation_id: int | None = None  # the live generation this search read
     timings: dict[str, float] = field(default_factory=dict)
     reranker: dict[str, str] = field(default_factory=dict)
     reranked: bool = False
+    # How relevant the best passage is, on an absolute scale: the `absolute` fused score
+    # (cosine and BM25 over its ceiling, weighted) of the top hit, whatever ranked it.
+    relevance: float | None = None
 
     def to_dict(self) -> dict:
         return {
             "query": self.query,
             "mode": self.mode,
+            "generation": self.generation_id,
             "reranked": self.reranked,
             "reranker": self.reranker,
+            "relevance": self.relevance,
             "timings": self.timings,
             "results": [{**asdict(h), "page": h.page} for h in self.hits],
         }
@@ -109,6 +117,25 @@ class Retrieved:
     bm25: list[tuple[int, float]] = field(default_factory=list)
     dense: list[tuple[int, float]] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
+    bm25_scores: dict[int, float] = field(default_factory=dict)  # raw, for every candidate
+
+
+Pinned = tuple[IndexGeneration, BM25Index]
+
+
+@contextmanager
+def _lexical(
+    session: Session, pinned: Pinned | None
+) -> Iterator[tuple[IndexGeneration | None, BM25Index]]:
+    """The generation to search and its BM25 index: the live one (this process's follower,
+    held for the query), or one given (to evaluate a generation that is not live yet)."""
+    if pinned is not None:
+        yield pinned
+        return
+    follower = lexical_index()
+    with follower.synced(session) as index:
+        generation_id = follower.generation_id
+        yield (session.get(IndexGeneration, generation_id) if generation_id else None), index
 
 
 def retrieve(
@@ -120,21 +147,20 @@ def retrieve(
     collections: Sequence[int] | None,
     settings: Settings,
     clock: Clock,
+    pinned: Pinned | None = None,
 ) -> Retrieved:
     allowed = None if collections is None else sorted(set(collections))
     t = time.perf_counter()
-    follower = lexical_index()
-    with follower.synced(session) as index:
-        generation_id = follower.generation_id
+    with _lexical(session, pinned) as (generation, index):
         counts = index.collection_counts() if allowed is not None else None
         total_rows = len(index)
         if mode != "dense":
-            match_ids, match_scores = index.matches(tokenize(query), allowed)
+            tokens = tokenize(query)
+            match_ids, match_scores = index.matches(tokens, allowed)
+            least, most = index.bounds(tokens)
     t = clock.lap("bm25", t)
-    if generation_id is None:
+    if generation is None:
         return Retrieved(generation=None)
-    generation = session.get(IndexGeneration, generation_id)
-    assert generation is not None
     found = Retrieved(generation=generation)
     if mode != "dense":
         found.bm25 = top_k(match_ids, match_scores, depth)
@@ -170,8 +196,15 @@ def retrieve(
     if missing:
         hit = np.isin(match_ids, missing)
         bm25_scores.update(zip(match_ids[hit].tolist(), match_scores[hit].tolist(), strict=True))
+    span = most - least
+    found.bm25_scores = {c: bm25_scores.get(c, least) for c in union}
     found.candidates = [
-        Candidate(c, bm25_scores.get(c, 0.0), dense_scores.get(c, -1.0)) for c in union
+        Candidate(
+            c,
+            (found.bm25_scores[c] - least) / span if span > 0 else 0.0,
+            dense_scores.get(c, -1.0),
+        )
+        for c in union
     ]
     clock.lap("union", t)
     return found
@@ -212,6 +245,7 @@ def search(
         settings=settings,
         clock=clock,
     )
+    result.generation_id = found.generation.id if found.generation else None
     t = time.perf_counter()
     fused: dict[int, float] = {}
     if mode == "hybrid":
@@ -233,7 +267,7 @@ def search(
         hits.sort(key=lambda h: (-rerank_scores[h.chunk_id], h.chunk_id))
         result.reranked = True
         clock.lap("rerank", t)
-    bm25 = {c.chunk_id: c.bm25 for c in found.candidates} or dict(found.bm25)
+    bm25 = found.bm25_scores or dict(found.bm25)
     dense_scores = {c.chunk_id: c.dense for c in found.candidates} or dict(found.dense)
     hits = hits[:k]
     for rank, hit in enumerate(hits, start=1):
@@ -245,6 +279,9 @@ def search(
             "rerank": rerank_scores.get(hit.chunk_id) if result.reranked else None,
         }
     result.hits = hits
+    if hits and mode == "hybrid":
+        top = next(c for c in found.candidates if c.chunk_id == hits[0].chunk_id)
+        result.relevance = fuse([top], "absolute", settings.fusion_dense_weight)[0][1]
     clock.lap("total", clock.start)
     result.timings = clock.timings
     return result
@@ -275,6 +312,7 @@ def _load_hits(session: Session, chunk_ids: list[int]) -> list[Hit]:
             heading_path=list(chunk.heading_path),
             text=chunk.text,
             scores={},
+            generation_id=chunk.generation_id,
         )
         for chunk, filename, title, collection in rows
     }

@@ -8,6 +8,15 @@
   const stop = document.getElementById("stop");
   const csrf = document.querySelector('meta[name="csrf-token"]').content;
   let controller = null;
+  const DRAFT = "groundwork-draft";
+
+  // A question typed before an expired session sent us to sign in comes back.
+  const draft = sessionStorage.getItem(DRAFT);
+  if (draft) {
+    form.question.value = draft;
+    sessionStorage.removeItem(DRAFT);
+  }
+  form.question.addEventListener("input", () => sessionStorage.setItem(DRAFT, form.question.value));
 
   function passagesList(turn, messageId, passages) {
     const sources = turn.querySelector(".sources");
@@ -68,6 +77,7 @@
     turn.querySelector(".user").textContent = question;
     messages.append(turn);
     const body = new FormData(form);
+    body.set("question", question);
     if (form.dataset.conversation) body.set("conversation_id", form.dataset.conversation);
     controller = new AbortController();
     send.disabled = true;
@@ -79,6 +89,12 @@
         headers: { "X-CSRF-Token": csrf, Accept: "text/event-stream" },
         signal: controller.signal,
       });
+      if (response.status === 401) {
+        // Signed out (the session expired): keep the question, sign in, come back to it.
+        sessionStorage.setItem(DRAFT, question);
+        location.href = `/signin?next=${encodeURIComponent(location.pathname + location.search)}`;
+        return;
+      }
       if (!response.ok) {
         handle(turn, "error", { message: await errorMessage(response) });
         return;
@@ -112,10 +128,11 @@
   }
 
   async function errorMessage(response) {
-    const text = await response.text();
-    const div = document.createElement("div");
-    div.innerHTML = text;  // the server's escaped error fragment
-    return div.textContent.trim() || `request failed (${response.status})`;
+    try {
+      return (await response.json()).error.message;
+    } catch {
+      return `request failed (${response.status})`;
+    }
   }
 
   form.addEventListener("submit", (e) => {
@@ -123,6 +140,7 @@
     const question = form.question.value.trim();
     if (!question || controller) return;
     form.question.value = "";
+    sessionStorage.removeItem(DRAFT);
     ask(question);
   });
   form.question.addEventListener("keydown", (e) => {

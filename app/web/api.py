@@ -10,13 +10,14 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from app import accounts
 from app.ingest import service
 from app.ingest.service import Added
 from app.models import Document
-from app.web.deps import SessionDep, SettingsDep
+from app.web.deps import CsrfDep, CurrentUser, SessionDep, SettingsDep, readable
 from app.web.uploads import receive_files, store
 
-router = APIRouter(prefix="/api", tags=["documents"])
+router = APIRouter(prefix="/api", tags=["documents"], dependencies=[CsrfDep])
 
 
 class DocumentOut(BaseModel):
@@ -118,13 +119,22 @@ UPLOAD_BODY: dict[str, Any] = {
         422: {"description": "Empty, unreadable, or a malformed request"},
     },
 )
-async def upload_documents(request: Request, session: SessionDep, settings: SettingsDep):
-    """Upload files (multipart, field `files`, many at once) into a collection (made if new).
-    Each is queued for ingestion; refused files are listed with the reason."""
+async def upload_documents(
+    request: Request, session: SessionDep, settings: SettingsDep, who: CurrentUser
+):
+    """Upload files (multipart, field `files`, many at once) into a collection (made if new,
+    readable by whoever made it). Each is queued for ingestion; refused files are listed
+    with the reason."""
     received = await receive_files(request, settings)
     name = received.fields.get("collection") or request.query_params.get("collection")
-    collection = service.get_collection(session, name or service.DEFAULT_COLLECTION, create=True)
-    results = store(session, received, collection, settings)
+    collection = service.get_collection(
+        session,
+        name or service.DEFAULT_COLLECTION,
+        create=True,
+        readable=readable(session, who),
+        creator=who.user,
+    )
+    results = store(session, received, collection, settings, uploaded_by=who.user)
     if not results:
         return JSONResponse(
             {"error": {"code": "invalid", "message": "no files in the request (field: files)"}},
@@ -139,16 +149,21 @@ async def upload_documents(request: Request, session: SessionDep, settings: Sett
 @router.get("/documents", response_model=DocumentList)
 def list_documents(
     session: SessionDep,
+    who: CurrentUser,
     collection: str | None = Query(None, description="only this collection"),
 ) -> DocumentList:
-    collection_id = service.get_collection(session, collection).id if collection else None
-    docs = service.list_documents(session, collection_id=collection_id)
+    """The documents (newest first, at most 1,000) of the collections you may read."""
+    visible = readable(session, who)
+    collection_id = (
+        service.get_collection(session, collection, readable=visible).id if collection else None
+    )
+    docs = service.list_documents(session, collection_id=collection_id, readable=visible)
     return DocumentList(documents=[document_out(d) for d in docs])
 
 
 @router.get("/documents/{document_id}", response_model=DocumentOut)
-def get_document(document_id: int, session: SessionDep) -> DocumentOut:
-    return document_out(service.get_document(session, document_id))
+def get_document(document_id: int, session: SessionDep, who: CurrentUser) -> DocumentOut:
+    return document_out(service.get_document(session, document_id, readable(session, who)))
 
 
 @router.get(
@@ -156,9 +171,9 @@ def get_document(document_id: int, session: SessionDep) -> DocumentOut:
     response_class=Response,
     responses={200: {"description": "The original file, as an attachment"}},
 )
-def download_document(document_id: int, session: SessionDep) -> Response:
+def download_document(document_id: int, session: SessionDep, who: CurrentUser) -> Response:
     """The original file, always as a download (never rendered inline)."""
-    doc, data = service.document_file(session, document_id)
+    doc, data = service.document_file(session, document_id, readable(session, who))
     return attachment(data, doc.filename, doc.content_type)
 
 
@@ -179,21 +194,31 @@ def attachment(data: bytes, filename: str, content_type: str) -> Response:
 
 
 @router.delete("/documents/{document_id}", status_code=204, response_class=Response)
-def delete_document(document_id: int, session: SessionDep) -> Response:
+def delete_document(
+    request: Request, document_id: int, session: SessionDep, who: CurrentUser
+) -> Response:
     """Delete a document, its file and its chunks."""
-    service.delete_document(session, document_id)
+    doc = service.delete_document(session, document_id, readable(session, who))
+    address = request.client.host if request.client else None
+    accounts.audit(
+        session, who.user, "document.delete", f"{doc.id} {doc.filename}", address=address
+    )
     return Response(status_code=204)
 
 
 @router.get("/collections", response_model=list[CollectionOut], tags=["collections"])
-def list_collections(session: SessionDep) -> list[CollectionOut]:
+def list_collections(session: SessionDep, who: CurrentUser) -> list[CollectionOut]:
+    """The collections you may read."""
     return [
         CollectionOut(id=c.id, name=c.name, documents=n)
-        for c, n in service.list_collections(session)
+        for c, n in service.list_collections(session, readable(session, who))
     ]
 
 
 @router.post("/collections", response_model=CollectionOut, status_code=201, tags=["collections"])
-def create_collection(body: CollectionIn, session: SessionDep) -> CollectionOut:
-    collection = service.get_collection(session, body.name, create=True)
+def create_collection(body: CollectionIn, session: SessionDep, who: CurrentUser) -> CollectionOut:
+    """Make a collection (its maker may read it; admins may read all)."""
+    collection = service.get_collection(
+        session, body.name, create=True, readable=readable(session, who), creator=who.user
+    )
     return CollectionOut(id=collection.id, name=collection.name, documents=0)

@@ -5,26 +5,53 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from markupsafe import Markup, escape
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from starlette.types import Receive, Scope, Send
 
+from app import accounts
+from app.accounts import SignedIn
 from app.config import Settings
 from app.errors import Invalid, NotFound
 from app.generation.answer import Event, answer, check_question, collect
 from app.ingest import service
 from app.models import Conversation, Document, Message
-from app.web.deps import CsrfDep, SessionDep, SettingsDep
+from app.web.deps import CsrfDep, CurrentUser, SessionDep, SettingsDep, readable
 from app.web.render import TEMPLATES, render
 
 pages = APIRouter(dependencies=[CsrfDep], include_in_schema=False)
-api = APIRouter(prefix="/api", tags=["ask"])
+api = APIRouter(prefix="/api", tags=["ask"], dependencies=[CsrfDep])
 CONTEXT_CHARS = 700  # surrounding text shown around a cited passage
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events that stop as soon as the reader goes away. (Starlette, under an
+    ASGI 2.4 server, only notices a closed connection at the next write, which would leave
+    the LLM generating for nobody until its next token; this listens for the disconnect and
+    cancels the stream at once, which closes the LLM request.)"""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[str]):
+        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as group:
+
+            async def until_done(func: Callable[[], Awaitable[None]]) -> None:
+                await func()
+                group.cancel_scope.cancel()
+
+            group.start_soon(until_done, partial(self.stream_response, send))
+            await until_done(partial(self.listen_for_disconnect, receive))
 
 
 def sse(event: Event) -> str:
@@ -32,20 +59,24 @@ def sse(event: Event) -> str:
 
 
 def scope(
-    session, collection: str | None, conversation_id: int | None
+    session, who: SignedIn, collection: str | None, conversation_id: int | None
 ) -> tuple[list[int] | None, int | None]:
-    """What may be searched (collection ids, None for all) and the collection to record: a
-    follow-up stays in its conversation's collection."""
+    """What may be searched (collection ids, None for all) and the collection to record: what
+    the person may read, narrowed to the chosen collection; a follow-up stays in its
+    conversation's collection."""
+    visible = readable(session, who)
     if conversation_id is not None:
         conversation = session.get(Conversation, conversation_id)
-        if conversation is None:
+        if conversation is None or conversation.user_id != who.user.id:
             raise NotFound(f"no conversation {conversation_id}")
-        if conversation.collection_id is not None:
-            return [conversation.collection_id], conversation.collection_id
-        return None, None
+        if conversation.collection_id is None:
+            return visible, None
+        if visible is not None and conversation.collection_id not in visible:
+            raise NotFound(f"no conversation {conversation_id}")
+        return [conversation.collection_id], conversation.collection_id
     if not collection:
-        return None, None
-    found = service.get_collection(session, collection)
+        return visible, None
+    found = service.get_collection(session, collection, readable=visible)
     return [found.id], found.id
 
 
@@ -115,22 +146,24 @@ def message_view(message: Message) -> dict[str, Any]:
 
 
 @pages.get("/", response_class=HTMLResponse)
-def chat_page(request: Request, session: SessionDep, c: int | None = None):
+def chat_page(request: Request, session: SessionDep, who: CurrentUser, c: int | None = None):
     conversations = session.scalars(
         select(Conversation)
-        .where(Conversation.source == "web")
+        .where(Conversation.user_id == who.user.id, Conversation.source == "web")
         .order_by(Conversation.updated_at.desc())
         .limit(50)
     ).all()
     current = session.get(Conversation, c) if c else None
-    if c and current is None:
+    if c and (current is None or current.user_id != who.user.id):
         raise NotFound(f"no conversation {c}")
     context = {
         "active": "chat",
         "conversations": conversations,
         "current": current,
         "messages": [message_view(m) for m in current.messages] if current else [],
-        "collections": [col.name for col, _ in service.list_collections(session)],
+        "collections": [
+            col.name for col, _ in service.list_collections(session, readable(session, who))
+        ],
         "selected": current.collection_id if current else None,
     }
     return render(request, "chat.html", context)
@@ -146,21 +179,18 @@ async def _stream(events: AsyncIterator[Event], render_html: bool) -> AsyncItera
         yield sse(event)
 
 
-def _headers() -> dict[str, str]:
-    return {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
 @pages.post("/chat/ask")
 async def chat_ask(
     request: Request,
     settings: SettingsDep,
     session: SessionDep,
+    who: CurrentUser,
     question: Annotated[str, Form()] = "",
     conversation_id: Annotated[int | None, Form()] = None,
     collection: Annotated[str, Form()] = "",
 ):
     question = check_question(question)
-    collections, collection_id = scope(session, collection or None, conversation_id)
+    collections, collection_id = scope(session, who, collection or None, conversation_id)
     session.commit()
     events = answer(
         question,
@@ -169,20 +199,28 @@ async def chat_ask(
         conversation_id=conversation_id,
         collection_id=collection_id,
         source="web",
+        user_id=who.user.id,
     )
-    return StreamingResponse(
-        _stream(events, render_html=True), media_type="text/event-stream", headers=_headers()
-    )
+    return EventStream(_stream(events, render_html=True))
+
+
+def own_message(session, who: SignedIn, message_id: int) -> Message:
+    message = session.get(Message, message_id)
+    if message is None or message.conversation.user_id != who.user.id:
+        raise NotFound(f"no message {message_id}")
+    return message
 
 
 @pages.get("/chat/messages/{message_id}/passages/{n}", response_class=HTMLResponse)
-def passage_panel(request: Request, message_id: int, n: int, session: SessionDep):
+def passage_panel(request: Request, message_id: int, n: int, session: SessionDep, who: CurrentUser):
     """A cited passage, highlighted inside its surrounding text, with its document."""
-    message = session.get(Message, message_id)
-    passage = next((p for p in (message.retrieved if message else []) if p["n"] == n), None)
+    message = own_message(session, who, message_id)
+    passage = next((p for p in message.retrieved if p["n"] == n), None)
     if passage is None:
         raise NotFound(f"message {message_id} has no passage {n}")
     doc = session.get(Document, passage["document_id"])
+    if doc is not None and not accounts.can_read(session, who.user, doc.collection_id):
+        doc = None  # read access was withdrawn: show the passage as it was, no more
     before = after = ""
     text = passage["text"]
     if doc is not None and doc.text is not None:
@@ -193,7 +231,7 @@ def passage_panel(request: Request, message_id: int, n: int, session: SessionDep
     evidence = next(
         (
             (c.evidence_start, c.evidence_end)
-            for c in (message.citations if message else [])
+            for c in message.citations
             if c.n == n and c.evidence_start is not None
         ),
         None,
@@ -216,11 +254,12 @@ def feedback(
     request: Request,
     message_id: int,
     session: SessionDep,
+    who: CurrentUser,
     value: Annotated[int, Form()],
     comment: Annotated[str, Form(max_length=2000)] = "",
 ):
-    message = session.get(Message, message_id)
-    if message is None or message.role != "assistant":
+    message = own_message(session, who, message_id)
+    if message.role != "assistant":
         raise NotFound(f"no answer {message_id}")
     if value not in (1, -1):
         raise Invalid("feedback is 1 (up) or -1 (down)")
@@ -260,9 +299,9 @@ class AskOut(BaseModel):
     passages: list[dict[str, Any]]
 
 
-def start_answer(body: AskIn, session, settings: Settings, source: str):
+def start_answer(body: AskIn, session, settings: Settings, who: SignedIn, source: str):
     question = check_question(body.question)
-    collections, collection_id = scope(session, body.collection, body.conversation_id)
+    collections, collection_id = scope(session, who, body.collection, body.conversation_id)
     session.commit()
     return answer(
         question,
@@ -271,6 +310,7 @@ def start_answer(body: AskIn, session, settings: Settings, source: str):
         conversation_id=body.conversation_id,
         collection_id=collection_id,
         source=source,
+        user_id=who.user.id,
     )
 
 
@@ -287,13 +327,13 @@ def start_answer(body: AskIn, session, settings: Settings, source: str):
         502: {"description": "the LLM failed; the passages found are in the body"},
     },
 )
-async def ask_api(body: AskIn, request: Request, session: SessionDep, settings: SettingsDep):
-    """Answer a question from the documents, with checked citations."""
-    events = start_answer(body, session, settings, source="api")
+async def ask_api(
+    body: AskIn, request: Request, session: SessionDep, settings: SettingsDep, who: CurrentUser
+):
+    """Answer a question from the documents you may read, with checked citations."""
+    events = start_answer(body, session, settings, who, source="api")
     if "text/event-stream" in request.headers.get("accept", ""):
-        return StreamingResponse(
-            _stream(events, render_html=False), media_type="text/event-stream", headers=_headers()
-        )
+        return EventStream(_stream(events, render_html=False))
     result = await collect(events)
     if "error" in result:
         return JSONResponse(

@@ -1,4 +1,5 @@
-"""FastAPI dependencies, as `Annotated` aliases, in one place."""
+"""FastAPI dependencies, as `Annotated` aliases, in one place: settings, the database
+session, who is signed in, and CSRF."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from app import accounts
+from app.accounts import SignedIn
 from app.config import Settings
 from app.db import session_scope
-from app.errors import Forbidden
+from app.errors import Forbidden, Unauthorized
 
-CSRF_COOKIE = "gw_csrf"
+SESSION_COOKIE = "gw_session"
+CSRF_COOKIE = "gw_csrf"  # before signing in (the sign-in form itself)
 CSRF_HEADER = "X-CSRF-Token"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -36,9 +40,59 @@ def get_session(request: Request) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else None
+
+
+def get_signed_in(request: Request, session: SessionDep) -> SignedIn | None:
+    """Who is asking: an API key (Authorization: Bearer gw_…) or a session cookie."""
+    if hasattr(request.state, "signed_in"):
+        return request.state.signed_in
+    key = bearer(request)
+    who = (
+        accounts.api_key_user(session, key)
+        if key
+        else accounts.session_user(session, request.cookies.get(SESSION_COOKIE))
+    )
+    if key and who is None:
+        raise Unauthorized("that API key is not valid (revoked?)")
+    request.state.signed_in = who
+    return who
+
+
+MaybeSignedIn = Annotated[SignedIn | None, Depends(get_signed_in)]
+
+
+def require_user(who: MaybeSignedIn) -> SignedIn:
+    if who is None:
+        raise Unauthorized("sign in first")
+    return who
+
+
+CurrentUser = Annotated[SignedIn, Depends(require_user)]
+
+
+def require_admin(who: CurrentUser) -> SignedIn:
+    if not who.user.is_admin:
+        raise Forbidden("admins only")
+    return who
+
+
+AdminUser = Annotated[SignedIn, Depends(require_admin)]
+
+
+def readable(session: Session, who: SignedIn) -> list[int] | None:
+    """The collection ids the signed-in user may read (None: all)."""
+    return accounts.readable_collections(session, who.user)
+
+
 def csrf_token(request: Request) -> str:
-    """The browser's CSRF token (double-submit: an HttpOnly cookie and the same value in
-    every state-changing htmx request's header). Made on first sight."""
+    """The token pages put in every state-changing request: the session's own once signed
+    in; before that, a double-submit cookie's."""
+    who = getattr(request.state, "signed_in", None)
+    if who is not None and who.csrf_token:
+        return who.csrf_token
     token = request.cookies.get(CSRF_COOKIE)
     if not token:
         token = getattr(request.state, "new_csrf", None) or secrets.token_urlsafe(32)
@@ -46,16 +100,19 @@ def csrf_token(request: Request) -> str:
     return token
 
 
-async def verify_csrf(request: Request) -> None:
-    if request.method not in UNSAFE_METHODS:
+async def verify_csrf(request: Request, who: MaybeSignedIn) -> None:
+    """State changes by a browser carry the CSRF token in the X-CSRF-Token header (htmx adds
+    it to every request) or a `csrf_token` form field. API-key requests carry no cookie, so
+    they need none."""
+    if request.method not in UNSAFE_METHODS or (who is not None and who.api_key is not None):
         return
-    cookie = request.cookies.get(CSRF_COOKIE)
+    expected = who.csrf_token if who is not None else request.cookies.get(CSRF_COOKIE)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.headers.get("content-type", "").startswith(
         "application/x-www-form-urlencoded"
     ):
         sent = (await request.form()).get("csrf_token")  # type: ignore[assignment]
-    if not cookie or not sent or not hmac.compare_digest(cookie, str(sent)):
+    if not expected or not sent or not hmac.compare_digest(expected, str(sent)):
         raise Forbidden("missing or wrong CSRF token: reload the page", code="csrf")
 
 

@@ -1,43 +1,51 @@
 """The upload portal at /documents (htmx): drop many files, watch each row settle, delete,
-pick or create a collection."""
+pick or create a collection. Everything is limited to the collections the person may read."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
+from app import accounts
 from app.ingest import service
 from app.web.api import upload_status
-from app.web.deps import CsrfDep, SessionDep, SettingsDep
+from app.web.auth import client_address
+from app.web.deps import CsrfDep, CurrentUser, SessionDep, SettingsDep, readable
 from app.web.render import render
 from app.web.uploads import receive_files, store
 
 router = APIRouter(dependencies=[CsrfDep], include_in_schema=False)
 
 
-def _picker_context(session, selected: str) -> dict:
-    collections = [c.name for c, _ in service.list_collections(session)]
-    if selected not in collections:
-        collections.insert(0, selected)
-    return {"collections": collections, "selected": selected}
-
-
 @router.get("/documents", response_class=HTMLResponse)
-def documents_page(request: Request, session: SessionDep, collection: str | None = None):
-    selected = service.check_collection_name(collection or service.DEFAULT_COLLECTION)
-    found = service.list_collections(session)
-    current = next((c for c, _ in found if c.name == selected), None)
+def documents_page(
+    request: Request, session: SessionDep, who: CurrentUser, collection: str | None = None
+):
+    found = [c for c, _ in service.list_collections(session, readable(session, who))]
+    names = [c.name for c in found]
+    default = service.DEFAULT_COLLECTION if who.user.is_admin or not names else names[0]
+    selected = service.check_collection_name(collection or default)
+    current = next((c for c in found if c.name == selected), None)
     docs = service.list_documents(session, collection_id=current.id) if current else []
-    context = {"active": "documents", "documents": docs, **_picker_context(session, selected)}
+    context = {
+        "active": "documents",
+        "documents": docs,
+        "collections": names if selected in names else [selected, *names],
+        "selected": selected,
+    }
     return render(request, "documents.html", context, fragment="_documents_table.html")
 
 
 @router.post("/documents/upload", response_class=HTMLResponse)
-async def upload(request: Request, session: SessionDep, settings: SettingsDep):
+async def upload(request: Request, session: SessionDep, settings: SettingsDep, who: CurrentUser):
     received = await receive_files(request, settings)
     name = received.fields.get("collection") or service.DEFAULT_COLLECTION
-    collection = service.get_collection(session, name, create=True)
-    results = store(session, received, collection, settings)
+    collection = service.get_collection(
+        session, name, create=True, readable=readable(session, who), creator=who.user
+    )
+    results = store(session, received, collection, settings, uploaded_by=who.user)
     session.commit()
     service.enqueue([r.document for r in results if r.enqueue])
     return render(
@@ -49,20 +57,31 @@ async def upload(request: Request, session: SessionDep, settings: SettingsDep):
 
 
 @router.get("/documents/{document_id}/row", response_class=HTMLResponse)
-def document_row(request: Request, document_id: int, session: SessionDep):
-    doc = service.get_document(session, document_id)
+def document_row(request: Request, document_id: int, session: SessionDep, who: CurrentUser):
+    doc = service.get_document(session, document_id, readable(session, who))
     return render(request, "_document_rows.html", {"documents": [doc]})
 
 
 @router.post("/documents/{document_id}/delete")
-def delete(document_id: int, session: SessionDep) -> Response:
-    service.delete_document(session, document_id)
+def delete(request: Request, document_id: int, session: SessionDep, who: CurrentUser) -> Response:
+    doc = service.delete_document(session, document_id, readable(session, who))
+    accounts.audit(
+        session,
+        who.user,
+        "document.delete",
+        f"{doc.id} {doc.filename}",
+        address=client_address(request),
+    )
     return Response(status_code=200)  # htmx swaps the row for this empty body
 
 
 @router.post("/collections", response_class=HTMLResponse)
-def create_collection(request: Request, session: SessionDep, name: str = Form(...)):
-    collection = service.get_collection(session, name, create=True)
+def create_collection(
+    request: Request, session: SessionDep, who: CurrentUser, name: Annotated[str, Form()]
+):
+    collection = service.get_collection(
+        session, name, create=True, readable=readable(session, who), creator=who.user
+    )
     response = Response(status_code=204)
     response.headers["HX-Redirect"] = f"/documents?collection={collection.name}"
     return response

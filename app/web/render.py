@@ -42,8 +42,12 @@ def render(
 ) -> HTMLResponse:
     """Render `page` (extends base.html), or `fragment` alone for an htmx request."""
     name = fragment if fragment and is_htmx(request) else page
+    who = getattr(request.state, "signed_in", None)
     response = TEMPLATES.TemplateResponse(
-        request, name, {**context, "csrf_token": csrf_token(request)}, status_code=status_code
+        request,
+        name,
+        {**context, "csrf_token": csrf_token(request), "user": who.user if who else None},
+        status_code=status_code,
     )
     set_csrf_cookie(request, response)
     return response

@@ -13,10 +13,10 @@ from pydantic import BaseModel
 from app.ingest import service
 from app.retrieval.search import MODES, Mode, SearchResult, search
 from app.retrieval.tokenize import matched_terms, tokenize
-from app.web.deps import CsrfDep, SessionDep, SettingsDep
+from app.web.deps import CsrfDep, CurrentUser, SessionDep, readable
 from app.web.render import TEMPLATES, render
 
-api = APIRouter(prefix="/api", tags=["search"])
+api = APIRouter(prefix="/api", tags=["search"], dependencies=[CsrfDep])
 pages = APIRouter(dependencies=[CsrfDep], include_in_schema=False)
 
 
@@ -35,27 +35,42 @@ class HitOut(BaseModel):
     heading_path: list[str]
     text: str
     scores: dict[str, float | None]
+    generation_id: int
 
 
 class SearchOut(BaseModel):
     query: str
     mode: str
+    generation: int | None
     reranked: bool
     reranker: dict[str, str]
+    relevance: float | None
     timings: dict[str, float]
     results: list[HitOut]
 
 
 def run_search(
-    session, q: str, collection: str | None, k: int | None, mode: Mode, rerank: bool = True
+    session,
+    q: str,
+    collection: str | None,
+    k: int | None,
+    mode: Mode,
+    *,
+    readable: list[int] | None,
+    rerank: bool = True,
 ) -> SearchResult:
-    allowed = [service.get_collection(session, collection).id] if collection else None
+    """Search what the caller may read (`readable`: collection ids, None for all), or one
+    collection of it."""
+    allowed = readable
+    if collection:
+        allowed = [service.get_collection(session, collection, readable=readable).id]
     return search(session, q, mode=mode, k=k, collections=allowed, rerank=rerank)
 
 
 @api.get("/search", response_model=SearchOut)
 def search_api(
     session: SessionDep,
+    who: CurrentUser,
     q: Annotated[str, Query(description="the question or keywords", max_length=2000)],
     collection: Annotated[str | None, Query(description="only this collection")] = None,
     k: Annotated[int | None, Query(ge=1, le=100, description="passages to return")] = None,
@@ -64,7 +79,8 @@ def search_api(
 ) -> dict:
     """Ranked passages with each stage's score (bm25, dense, fused, rerank) and the time
     each stage took. `reranker` says whether the cross-encoder was used, or why not."""
-    return run_search(session, q, collection, k, mode, rerank).to_dict()
+    visible = readable(session, who)
+    return run_search(session, q, collection, k, mode, readable=visible, rerank=rerank).to_dict()
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -91,19 +107,22 @@ TEMPLATES.env.filters["highlight"] = highlight
 def search_page(
     request: Request,
     session: SessionDep,
-    settings: SettingsDep,
+    who: CurrentUser,
     q: str = "",
     collection: str = "",
     mode: Mode = "hybrid",
 ):
-    result = run_search(session, q, collection or None, None, mode) if q.strip() else None
+    visible = readable(session, who)
+    result = None
+    if q.strip():
+        result = run_search(session, q, collection or None, None, mode, readable=visible)
     context = {
         "active": "search",
         "q": q,
         "mode": mode,
         "modes": MODES,
         "collection": collection,
-        "collections": [c.name for c, _ in service.list_collections(session)],
+        "collections": [c.name for c, _ in service.list_collections(session, visible)],
         "result": result,
     }
     return render(request, "search.html", context, fragment="_search_results.html")

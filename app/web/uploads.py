@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings
 from app.errors import Invalid, PayloadTooLarge, UnsupportedType
 from app.ingest.service import Added, add_document, add_rejected
-from app.models import Collection
+from app.models import Collection, User
 
 MAX_FILES_PER_REQUEST = 20
 MAX_FIELD_BYTES = 4096
@@ -153,7 +153,11 @@ class _TooLarge(Exception):
 
 
 def store(
-    session: Session, received: Received, collection: Collection, settings: Settings
+    session: Session,
+    received: Received,
+    collection: Collection,
+    settings: Settings,
+    uploaded_by: User | None = None,
 ) -> list[Added]:
     """Hand each received file to the ingestion service; a refused oversized file is
     recorded as rejected. Returns the service's `Added` results in upload order."""
@@ -179,4 +183,7 @@ def store(
                 )
     finally:
         received.close()
+    for added in results:
+        if added.enqueue and added.document.uploaded_by is None and uploaded_by is not None:
+            added.document.uploaded_by = uploaded_by.id
     return results

@@ -1,0 +1,267 @@
+"""What the admin panel does: reindexing with progress, building a new index generation
+beside the live one and switching to it in one transaction, moving documents, and the job
+monitor's numbers. Functions flush; the caller commits, then enqueues."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, exists, func, select, text, update
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.errors import Conflict, Invalid, NotFound
+from app.ingest.index import GENERATION_LOCK, create_generation, live_generation, record_change
+from app.models import (
+    Chunk,
+    Collection,
+    Document,
+    DocumentStatus,
+    IndexGeneration,
+    IngestionAttempt,
+    ReindexJob,
+    User,
+)
+
+log = logging.getLogger(__name__)
+IN_FLIGHT = (
+    DocumentStatus.queued,
+    DocumentStatus.parsing,
+    DocumentStatus.chunking,
+    DocumentStatus.embedding,
+)
+
+
+# -- reindexing ------------------------------------------------------------------------------
+
+
+def reindex(
+    session: Session, scope: str, target: str | None, actor: User | None
+) -> tuple[ReindexJob, list[Document]]:
+    """Queue documents to be parsed, chunked and embedded again (their old chunks keep
+    serving until the new ones replace them). Returns the job and the documents to enqueue."""
+    query = select(Document).where(
+        Document.status.in_((DocumentStatus.indexed, DocumentStatus.failed))
+    )
+    if scope == "document":
+        query = query.where(Document.id == int(target or 0))
+    elif scope == "collection":
+        collection = session.scalar(select(Collection).where(Collection.name == target))
+        if collection is None:
+            raise NotFound(f"no collection named {target!r}")
+        query = query.where(Document.collection_id == collection.id)
+    elif scope != "all":
+        raise Invalid("reindex a document, a collection or all")
+    docs = list(session.scalars(query.order_by(Document.id)))
+    if not docs:
+        raise NotFound("nothing to reindex")
+    for doc in docs:
+        doc.status = DocumentStatus.queued
+        doc.error = None
+    job = ReindexJob(
+        scope=scope,
+        target=target,
+        document_ids=[d.id for d in docs],
+        created_by=actor.id if actor else None,
+    )
+    session.add(job)
+    session.flush()
+    return job, docs
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else int(100 * self.done / self.total)
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.total
+
+
+def reindex_progress(session: Session, job: ReindexJob) -> Progress:
+    """Documents settled since the job started (deleted ones count as done)."""
+    pending = session.scalar(
+        select(func.count()).where(
+            Document.id.in_(job.document_ids),
+            (Document.status.in_(IN_FLIGHT))
+            | (
+                (Document.status == DocumentStatus.indexed) & (Document.indexed_at < job.created_at)
+            ),
+        )
+    )
+    total = len(job.document_ids)
+    return Progress(total - int(pending or 0), total)
+
+
+# -- generations: a model or chunking change without downtime -------------------------------
+
+
+def start_generation(
+    session: Session,
+    settings: Settings,
+    *,
+    model: str,
+    chunk_tokens: int,
+    overlap_tokens: int,
+    auto_switch: bool,
+    actor: User | None,
+) -> IndexGeneration:
+    """A new generation beside the live one, with its own HNSW index for its dimension. The
+    live one keeps serving; `build_generation` fills the new one in the background."""
+    from app.ingest.embed import get_embedder
+
+    if session.scalar(select(exists().where(IndexGeneration.state.in_(("building", "ready"))))):
+        raise Conflict("a generation is already being built: cancel it or make it live first")
+    if not 32 <= chunk_tokens <= 8192 or not 0 <= overlap_tokens < chunk_tokens // 2:
+        raise Invalid("chunk tokens 32 to 8192; overlap under half the chunk")
+    try:
+        dimension = get_embedder(model).dimension
+    except Exception as err:
+        raise Invalid(f"cannot load the embedding model {model!r}: {err}") from err
+    generation = create_generation(
+        session,
+        model=model,
+        dimension=dimension,
+        settings=settings.model_copy(
+            update={"chunk_tokens": chunk_tokens, "chunk_overlap_tokens": overlap_tokens}
+        ),
+        state="building",
+    )
+    generation.auto_switch = auto_switch
+    generation.created_by = actor.id if actor else None
+    generation.documents_total = session.scalar(
+        select(func.count()).where(Document.status == DocumentStatus.indexed)
+    )
+    return generation
+
+
+def _missing(generation_id: int):
+    has_chunks = exists().where(
+        Chunk.document_id == Document.id, Chunk.generation_id == generation_id
+    )
+    return (Document.status == DocumentStatus.indexed) & ~has_chunks
+
+
+def missing_documents(session: Session, generation_id: int, limit: int) -> list[int]:
+    """Indexed documents that have no chunks in the generation yet."""
+    return list(
+        session.scalars(
+            select(Document.id).where(_missing(generation_id)).order_by(Document.id).limit(limit)
+        )
+    )
+
+
+def generation_progress(session: Session, generation: IndexGeneration) -> Progress:
+    built = session.scalar(
+        select(func.count(func.distinct(Chunk.document_id))).where(
+            Chunk.generation_id == generation.id
+        )
+    )
+    missing = session.scalar(select(func.count()).where(_missing(generation.id)))
+    return Progress(int(built or 0), int(built or 0) + int(missing or 0))
+
+
+def complete_generation(session: Session, generation_id: int) -> str:
+    """When nothing is missing and nothing is in flight: make it live (auto switch) or ready.
+    Returns the generation's state."""
+    session.execute(select(func.pg_advisory_xact_lock(GENERATION_LOCK)))
+    generation = session.get(IndexGeneration, generation_id, with_for_update=True)
+    if generation is None or generation.state != "building":
+        return generation.state if generation else "gone"
+    in_flight = session.scalar(select(exists().where(Document.status.in_(IN_FLIGHT))))
+    if in_flight or missing_documents(session, generation_id, 1):
+        return "building"
+    if generation.auto_switch:
+        switch_to(session, generation)
+    else:
+        generation.state = "ready"
+    return generation.state
+
+
+def switch_to(session: Session, generation: IndexGeneration) -> IndexGeneration | None:
+    """In one transaction: the old live generation retires and this one serves. Searches
+    read the live generation once per query, so each sees the old index or the new one."""
+    if generation.state not in ("building", "ready"):
+        raise Conflict(f"generation {generation.id} is {generation.state}")
+    if missing_documents(session, generation.id, 1):
+        raise Conflict("the generation is not complete yet")
+    old = live_generation(session)
+    if old is not None:
+        old.state = "retired"
+        session.flush()  # the one-live unique index
+    generation.state = "live"
+    generation.activated_at = datetime.now(UTC)
+    session.flush()
+    log.info("generation %s is live (was %s)", generation.id, old.id if old else None)
+    return old
+
+
+def cancel_generation(session: Session, generation_id: int) -> IndexGeneration:
+    generation = session.get(IndexGeneration, generation_id, with_for_update=True)
+    if generation is None or generation.state not in ("building", "ready"):
+        raise Conflict("only a generation being built (or ready) can be cancelled")
+    generation.state = "cancelled"
+    return generation
+
+
+def drop_generation_chunks(session: Session, generation_id: int) -> int:
+    """Free a retired or cancelled generation's space: its chunks and its vector index."""
+    generation = session.get(IndexGeneration, generation_id)
+    if generation is None or generation.state not in ("retired", "cancelled"):
+        return 0
+    removed = session.execute(delete(Chunk).where(Chunk.generation_id == generation_id))
+    session.execute(text(f"DROP INDEX IF EXISTS chunks_embedding_g{int(generation_id)}"))
+    return int(removed.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# -- documents -------------------------------------------------------------------------------
+
+
+def move_document(session: Session, document_id: int, collection_name: str) -> Document:
+    """Into another collection, chunks and all, in one transaction."""
+    doc = session.get(Document, document_id)
+    if doc is None:
+        raise NotFound(f"no document {document_id}")
+    target = session.scalar(select(Collection).where(Collection.name == collection_name))
+    if target is None:
+        raise NotFound(f"no collection named {collection_name!r}")
+    if target.id != doc.collection_id:
+        same_content = exists().where(
+            Document.collection_id == target.id,
+            Document.sha256 == doc.sha256,
+            Document.status != DocumentStatus.rejected,
+        )
+        clash = session.scalar(select(same_content))
+        if clash and doc.sha256:
+            raise Conflict(f"{target.name} already holds the same content")
+        doc.collection_id = target.id
+        session.execute(
+            update(Chunk).where(Chunk.document_id == doc.id).values(collection_id=target.id)
+        )
+        session.flush()
+        record_change(session, [doc.id])
+    return doc
+
+
+def retry_document(session: Session, document_id: int) -> Document:
+    doc = session.get(Document, document_id)
+    if doc is None:
+        raise NotFound(f"no document {document_id}")
+    if doc.status != DocumentStatus.failed:
+        raise Conflict(f"document {document_id} is {doc.status}, not failed")
+    # Crashes so far no longer count against it.
+    session.execute(
+        update(IngestionAttempt)
+        .where(IngestionAttempt.document_id == doc.id, IngestionAttempt.outcome == "crashed")
+        .values(outcome="failed")
+    )
+    doc.status = DocumentStatus.queued
+    doc.error = None
+    return doc
