@@ -73,10 +73,12 @@ def has_admin(session: Session) -> bool:
 
 class SignInLimiter:
     """Failed sign-ins slow down further tries, per account and per address, in Redis so that
-    every web process agrees: after 3 failures each next try must wait twice as long as the
-    last (1 s, 2 s, 4 s … up to 5 minutes). A success clears the account's count."""
+    every web process agrees: past the free failures (3 for an account, 20 for an address,
+    which many people may share) each next try must wait twice as long as the last (1 s, 2 s,
+    4 s … up to 5 minutes). A success clears the account's count."""
 
     FREE = 3
+    FREE_PER_ADDRESS = 20
     MAX_DELAY = 300
     WINDOW = 3600
 
@@ -89,20 +91,22 @@ class SignInLimiter:
     def check(self, email: str, address: str) -> None:
         now = time.time()
         waits = []
-        for key in self._keys(email, address):
+        for key, free in zip(
+            self._keys(email, address), (self.FREE, self.FREE_PER_ADDRESS), strict=True
+        ):
             failures, last = self.redis.hmget(key, "failures", "last")
             if failures is None or last is None:
                 continue
-            delay = self.delay(int(failures))
+            delay = self.delay(int(failures), free)
             if now < float(last) + delay:
                 waits.append(float(last) + delay - now)
         if waits:
             raise TooManyRequests(f"too many failed sign-ins: try again in {int(max(waits)) + 1} s")
 
-    def delay(self, failures: int) -> float:
-        if failures < self.FREE:
+    def delay(self, failures: int, free: int = FREE) -> float:
+        if failures < free:
             return 0.0
-        return float(min(self.MAX_DELAY, 2 ** (failures - self.FREE)))
+        return float(min(self.MAX_DELAY, 2 ** (failures - free)))
 
     def failed(self, email: str, address: str) -> None:
         pipe = self.redis.pipeline()
@@ -141,15 +145,28 @@ def authenticate(
     return user
 
 
-@dataclass
-class SignedIn:
-    user: User
-    session: UserSession | None  # None when signed in with an API key
-    api_key: ApiKey | None = None
+@dataclass(frozen=True)
+class Account:
+    """Who is acting, as plain values (usable after the request's session has closed)."""
+
+    id: int
+    email: str
+    role: str
 
     @property
-    def csrf_token(self) -> str | None:
-        return self.session.csrf_token if self.session else None
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @classmethod
+    def of(cls, user: User) -> Account:
+        return cls(user.id, user.email, user.role)
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    user: Account
+    csrf_token: str | None  # the session's; None when signed in with an API key
+    api_key_id: int | None = None
 
 
 def start_session(session: Session, user: User) -> tuple[str, UserSession]:
@@ -174,7 +191,7 @@ def session_user(session: Session, token: str | None) -> SignedIn | None:
     user = session.get(User, row.user_id)
     if user is None or user.disabled:
         return None
-    return SignedIn(user, row)
+    return SignedIn(Account.of(user), row.csrf_token)
 
 
 def end_session(session: Session, token: str | None) -> None:
@@ -185,7 +202,7 @@ def end_session(session: Session, token: str | None) -> None:
 # -- API keys --------------------------------------------------------------------------------
 
 
-def create_api_key(session: Session, user: User, name: str) -> tuple[str, ApiKey]:
+def create_api_key(session: Session, user: Account | User, name: str) -> tuple[str, ApiKey]:
     """The key (shown once) and its row."""
     name = (name or "").strip()[:100] or "key"
     key = API_KEY_PREFIX + secrets.token_urlsafe(32)
@@ -195,7 +212,7 @@ def create_api_key(session: Session, user: User, name: str) -> tuple[str, ApiKey
     return key, row
 
 
-def revoke_api_key(session: Session, user: User, key_id: int) -> None:
+def revoke_api_key(session: Session, user: Account, key_id: int) -> None:
     row = session.get(ApiKey, key_id)
     if row is None or row.user_id != user.id:
         raise NotFound(f"no API key {key_id}")
@@ -212,13 +229,13 @@ def api_key_user(session: Session, key: str | None) -> SignedIn | None:
     if user is None or user.disabled:
         return None
     row.last_used_at = datetime.now(UTC)
-    return SignedIn(user, None, row)
+    return SignedIn(Account.of(user), None, row.id)
 
 
 # -- who reads what --------------------------------------------------------------------------
 
 
-def readable_collections(session: Session, user: User | None) -> list[int] | None:
+def readable_collections(session: Session, user: Account | None) -> list[int] | None:
     """Collection ids the user may read; None means all (admins, and the CLI which runs with
     the database's own credentials)."""
     if user is None or user.is_admin:
@@ -233,7 +250,7 @@ def readable_collections(session: Session, user: User | None) -> list[int] | Non
     )
 
 
-def can_read(session: Session, user: User | None, collection_id: int) -> bool:
+def can_read(session: Session, user: Account | None, collection_id: int) -> bool:
     readable = readable_collections(session, user)
     return readable is None or collection_id in readable
 
@@ -306,7 +323,7 @@ def count_users(session: Session) -> int:
 
 def audit(
     session: Session,
-    actor: User | None,
+    actor: Account | None,
     action: str,
     target: str | None = None,
     detail: dict[str, Any] | None = None,
@@ -324,5 +341,11 @@ def audit(
     )
 
 
+_limiters: dict[str, SignInLimiter] = {}
+
+
 def limiter_for(settings: Settings) -> SignInLimiter:
-    return SignInLimiter(redis.Redis.from_url(settings.redis_url or "", socket_timeout=2))
+    url = settings.redis_url or ""
+    if url not in _limiters:
+        _limiters[url] = SignInLimiter(redis.Redis.from_url(url, socket_timeout=2))
+    return _limiters[url]

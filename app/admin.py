@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, exists, func, select, text, update
 from sqlalchemy.orm import Session
 
+from app.accounts import Account
 from app.config import Settings
 from app.errors import Conflict, Invalid, NotFound
 from app.ingest.index import GENERATION_LOCK, create_generation, live_generation, record_change
@@ -22,7 +23,6 @@ from app.models import (
     IndexGeneration,
     IngestionAttempt,
     ReindexJob,
-    User,
 )
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ IN_FLIGHT = (
 
 
 def reindex(
-    session: Session, scope: str, target: str | None, actor: User | None
+    session: Session, scope: str, target: str | None, actor: Account | None
 ) -> tuple[ReindexJob, list[Document]]:
     """Queue documents to be parsed, chunked and embedded again (their old chunks keep
     serving until the new ones replace them). Returns the job and the documents to enqueue."""
@@ -111,7 +111,7 @@ def start_generation(
     chunk_tokens: int,
     overlap_tokens: int,
     auto_switch: bool,
-    actor: User | None,
+    actor: Account | None,
 ) -> IndexGeneration:
     """A new generation beside the live one, with its own HNSW index for its dimension. The
     live one keeps serving; `build_generation` fills the new one in the background."""
@@ -195,6 +195,7 @@ def switch_to(session: Session, generation: IndexGeneration) -> IndexGeneration 
     old = live_generation(session)
     if old is not None:
         old.state = "retired"
+        old.retired_at = datetime.now(UTC)
         session.flush()  # the one-live unique index
     generation.state = "live"
     generation.activated_at = datetime.now(UTC)
@@ -203,12 +204,55 @@ def switch_to(session: Session, generation: IndexGeneration) -> IndexGeneration 
     return old
 
 
+RETIRED_KEEP_S = 3600  # a retired generation can be rolled back to for an hour
+
+
+def roll_back_target(session: Session) -> IndexGeneration | None:
+    """The generation retired most recently, if its chunks are still all there."""
+    previous = session.scalars(
+        select(IndexGeneration)
+        .where(IndexGeneration.state == "retired")
+        .order_by(IndexGeneration.retired_at.desc().nulls_last())
+        .limit(1)
+    ).first()
+    if previous is None or missing_documents(session, previous.id, 1):
+        return None
+    return previous
+
+
+def roll_back(session: Session) -> IndexGeneration:
+    """Undo the last switch: the generation retired most recently serves again (its chunks
+    are kept for RETIRED_KEEP_S after it retired)."""
+    session.execute(select(func.pg_advisory_xact_lock(GENERATION_LOCK)))
+    previous = roll_back_target(session)
+    if previous is None:
+        raise Conflict("no retired generation is complete enough to roll back to")
+    previous.state = "ready"
+    switch_to(session, previous)
+    return previous
+
+
 def cancel_generation(session: Session, generation_id: int) -> IndexGeneration:
     generation = session.get(IndexGeneration, generation_id, with_for_update=True)
     if generation is None or generation.state not in ("building", "ready"):
         raise Conflict("only a generation being built (or ready) can be cancelled")
     generation.state = "cancelled"
     return generation
+
+
+def droppable(session: Session) -> list[int]:
+    """Cancelled generations, and those retired over RETIRED_KEEP_S ago, that still hold
+    chunks."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=RETIRED_KEEP_S)
+    return list(
+        session.scalars(
+            select(IndexGeneration.id).where(
+                (IndexGeneration.state == "cancelled")
+                | ((IndexGeneration.state == "retired") & (IndexGeneration.retired_at < cutoff)),
+                exists().where(Chunk.generation_id == IndexGeneration.id),
+            )
+        )
+    )
 
 
 def drop_generation_chunks(session: Session, generation_id: int) -> int:

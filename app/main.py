@@ -51,7 +51,10 @@ def warm_up(settings: Settings) -> None:
     try:
         get_embedder(settings.embedding_model)
         get_reranker(settings.reranker_model)
-        with session_scope(settings) as session, lexical_index().synced(session):
+        with (
+            session_scope(settings) as session,
+            lexical_index(settings.database_url).synced(session),
+        ):
             pass
     except Exception:  # a warm-up failure shows again on the first real use
         log.exception("warm-up failed")
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.pages)
     app.include_router(auth.api)
     app.include_router(admin.pages)
+    app.include_router(admin.api)
     app.include_router(chat.pages)
     app.include_router(chat.api)
     app.include_router(documents.router)

@@ -62,7 +62,7 @@ def build_generation(generation_id: int) -> str:
             if state == "building":  # documents still being ingested: look again soon
                 build_generation.apply_async(args=[generation_id], countdown=2)
             elif state == "live":
-                drop_retired.apply_async(countdown=60)
+                drop_retired.apply_async(countdown=admin.RETIRED_KEEP_S + 60)
             return state
         pipeline.build(todo, generation_id)
     build_generation.delay(generation_id)
@@ -71,16 +71,13 @@ def build_generation(generation_id: int) -> str:
 
 @celery_app.task(name="groundwork.drop_retired", ignore_result=True)
 def drop_retired() -> int:
-    """Free the space of retired and cancelled generations (after searches moved on)."""
-    from sqlalchemy import select
-
+    """Free the space of cancelled generations, and of retired ones past the time they can
+    be rolled back to."""
     from app import admin
 
     removed = 0
     with session_scope() as session:
-        ids = session.scalars(
-            select(IndexGeneration.id).where(IndexGeneration.state.in_(("retired", "cancelled")))
-        ).all()
+        ids = admin.droppable(session)
     for generation_id in ids:
         with session_scope() as session:
             removed += admin.drop_generation_chunks(session, generation_id)

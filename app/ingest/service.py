@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
+from app.accounts import Account
 from app.errors import Conflict, Invalid, NotFound
 from app.ingest.detect import Rejected, accept, safe_filename
 from app.ingest.index import record_change
@@ -24,7 +25,6 @@ from app.models import (
     Document,
     DocumentFile,
     DocumentStatus,
-    User,
 )
 
 DEFAULT_COLLECTION = "default"
@@ -54,7 +54,7 @@ def get_collection(
     *,
     create: bool = False,
     readable: list[int] | None = None,
-    creator: User | None = None,
+    creator: Account | None = None,
 ) -> Collection:
     """The collection, or (with `create`) a new one that its creator may read."""
     name = check_collection_name(name)

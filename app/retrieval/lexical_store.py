@@ -97,9 +97,16 @@ class LexicalFollower:
         self.last_change = last_change
 
 
-_follower = LexicalFollower()
+_followers: dict[str, LexicalFollower] = {}
+_followers_lock = threading.Lock()
 
 
-def lexical_index() -> LexicalFollower:
-    """This process's follower (one per process; rebuilt from Postgres as needed)."""
-    return _follower
+def lexical_index(database_url: str | None = None) -> LexicalFollower:
+    """This process's follower of a database (the settings' by default)."""
+    from app.config import get_settings
+
+    url = database_url or get_settings().database_url or ""
+    with _followers_lock:
+        if url not in _followers:
+            _followers[url] = LexicalFollower()
+        return _followers[url]

@@ -125,14 +125,14 @@ Pinned = tuple[IndexGeneration, BM25Index]
 
 @contextmanager
 def _lexical(
-    session: Session, pinned: Pinned | None
+    session: Session, pinned: Pinned | None, database_url: str | None
 ) -> Iterator[tuple[IndexGeneration | None, BM25Index]]:
     """The generation to search and its BM25 index: the live one (this process's follower,
     held for the query), or one given (to evaluate a generation that is not live yet)."""
     if pinned is not None:
         yield pinned
         return
-    follower = lexical_index()
+    follower = lexical_index(database_url)
     with follower.synced(session) as index:
         generation_id = follower.generation_id
         yield (session.get(IndexGeneration, generation_id) if generation_id else None), index
@@ -151,7 +151,7 @@ def retrieve(
 ) -> Retrieved:
     allowed = None if collections is None else sorted(set(collections))
     t = time.perf_counter()
-    with _lexical(session, pinned) as (generation, index):
+    with _lexical(session, pinned, settings.database_url) as (generation, index):
         counts = index.collection_counts() if allowed is not None else None
         total_rows = len(index)
         if mode != "dense":

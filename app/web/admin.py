@@ -270,6 +270,7 @@ def generations_context(session: Session, settings: Settings) -> dict:
     ).all()
     pending = next((g for g in generations if g.state in ("building", "ready")), None)
     live = next((g for g in generations if g.state == "live"), None)
+
     comparison = None
     if pending is not None and live is not None:
         runs = session.scalars(
@@ -283,6 +284,7 @@ def generations_context(session: Session, settings: Settings) -> dict:
         "pending": pending,
         "pending_progress": admin.generation_progress(session, pending) if pending else None,
         "comparison": comparison,
+        "roll_back_to": admin.roll_back_target(session) if pending is None else None,
         "eval_collections": session.scalars(
             select(Collection).where(Collection.eval_set.is_not(None))
         ).all(),
@@ -367,7 +369,14 @@ def switch_generation(
         retired=old.id if old else None,
     )
     session.commit()
-    drop_retired.apply_async(countdown=60)
+    drop_retired.apply_async(countdown=admin.RETIRED_KEEP_S + 60)
+    return render(request, "_admin_generations.html", generations_context(session, settings))
+
+
+@pages.post("/generations/roll-back", response_class=HTMLResponse)
+def roll_back(request: Request, session: SessionDep, settings: SettingsDep, who: AdminUser):
+    generation = admin.roll_back(session)
+    note(session, request, who, "generation.roll_back", str(generation.id))
     return render(request, "_admin_generations.html", generations_context(session, settings))
 
 
@@ -457,3 +466,33 @@ def add_group_member(
     accounts.add_to_group(session, group, accounts.user_by_email(session, email))
     note(session, request, who, "group.member_add", group.name, email=email)
     return render(request, "_admin_people.html", people_context(session))
+
+
+api = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require_admin), CsrfDep])
+
+
+@api.get("/jobs")
+def jobs_api(session: SessionDep, settings: SettingsDep) -> dict:
+    """Queue depth, workers answering, and documents queued, running or failed (admins)."""
+    context = jobs_context(session, settings)
+
+    def rows(items: list) -> list[dict]:
+        return [
+            {
+                "id": d.id,
+                "filename": d.filename,
+                "collection": d.collection.name,
+                "status": d.status,
+                "attempts": n,
+                "error": d.error,
+            }
+            for d, n in items
+        ]
+
+    return {
+        "queue_depth": context["queue_depth"],
+        "workers": context["workers"],
+        "running": rows(context["running"]),
+        "queued": rows(context["queued"]),
+        "failed": rows(context["failed"]),
+    }

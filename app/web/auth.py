@@ -89,7 +89,9 @@ def signin(
             status_code=err.status,
         )
     token, _ = accounts.start_session(session, user)
-    accounts.audit(session, user, "signin", user.email, address=client_address(request))
+    accounts.audit(
+        session, accounts.Account.of(user), "signin", user.email, address=client_address(request)
+    )
     response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(
         SESSION_COOKIE,

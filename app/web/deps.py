@@ -104,8 +104,11 @@ async def verify_csrf(request: Request, who: MaybeSignedIn) -> None:
     """State changes by a browser carry the CSRF token in the X-CSRF-Token header (htmx adds
     it to every request) or a `csrf_token` form field. API-key requests carry no cookie, so
     they need none."""
-    if request.method not in UNSAFE_METHODS or (who is not None and who.api_key is not None):
+    if request.method not in UNSAFE_METHODS or (who is not None and who.api_key_id is not None):
         return
+    if who is None and request.cookies.get(SESSION_COOKIE):
+        # The session ended (expired, signed out elsewhere): sign in again, then retry.
+        raise Unauthorized("your session has ended: sign in again")
     expected = who.csrf_token if who is not None else request.cookies.get(CSRF_COOKIE)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.headers.get("content-type", "").startswith(

@@ -13,10 +13,11 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy.orm import Session
 
+from app.accounts import Account
 from app.config import Settings
 from app.errors import Invalid, PayloadTooLarge, UnsupportedType
 from app.ingest.service import Added, add_document, add_rejected
-from app.models import Collection, User
+from app.models import Collection
 
 MAX_FILES_PER_REQUEST = 20
 MAX_FIELD_BYTES = 4096
@@ -157,7 +158,7 @@ def store(
     received: Received,
     collection: Collection,
     settings: Settings,
-    uploaded_by: User | None = None,
+    uploaded_by: Account | None = None,
 ) -> list[Added]:
     """Hand each received file to the ingestion service; a refused oversized file is
     recorded as rejected. Returns the service's `Added` results in upload order."""

@@ -139,6 +139,7 @@ def upgrade() -> None:
         sa.Column("auto_switch", sa.Boolean, nullable=False, server_default=sa.true()),
     )
     op.add_column("index_generations", sa.Column("documents_total", sa.Integer))
+    op.add_column("index_generations", sa.Column("retired_at", TZ))
     op.add_column(
         "index_generations",
         sa.Column("created_by", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL")),
@@ -161,6 +162,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("reindex_jobs")
     op.drop_column("index_generations", "created_by")
+    op.drop_column("index_generations", "retired_at")
     op.drop_column("index_generations", "documents_total")
     op.drop_column("index_generations", "auto_switch")
     op.drop_constraint("index_generations_state_valid", "index_generations")
