@@ -146,7 +146,17 @@ def _missing(generation_id: int):
     has_chunks = exists().where(
         Chunk.document_id == Document.id, Chunk.generation_id == generation_id
     )
-    return (Document.status == DocumentStatus.indexed) & ~has_chunks
+    gave_up = select(func.unnest(IndexGeneration.failed_documents)).where(
+        IndexGeneration.id == generation_id
+    )
+    return (Document.status == DocumentStatus.indexed) & ~has_chunks & Document.id.not_in(gave_up)
+
+
+def give_up_on(session: Session, generation_id: int, document_ids: list[int]) -> None:
+    """Documents the builder could not add: it stops trying; the panel lists them."""
+    generation = session.get(IndexGeneration, generation_id, with_for_update=True)
+    if generation is not None and document_ids:
+        generation.failed_documents = sorted({*generation.failed_documents, *document_ids})
 
 
 def missing_documents(session: Session, generation_id: int, limit: int) -> list[int]:
@@ -241,18 +251,21 @@ def cancel_generation(session: Session, generation_id: int) -> IndexGeneration:
 
 
 def droppable(session: Session) -> list[int]:
-    """Cancelled generations, and those retired over RETIRED_KEEP_S ago, that still hold
-    chunks."""
+    """Cancelled generations, and those retired over RETIRED_KEEP_S ago, whose chunks or
+    vector index may still take space."""
     cutoff = datetime.now(UTC) - timedelta(seconds=RETIRED_KEEP_S)
-    return list(
-        session.scalars(
-            select(IndexGeneration.id).where(
-                (IndexGeneration.state == "cancelled")
-                | ((IndexGeneration.state == "retired") & (IndexGeneration.retired_at < cutoff)),
-                exists().where(Chunk.generation_id == IndexGeneration.id),
-            )
+    candidates = session.scalars(
+        select(IndexGeneration.id).where(
+            (IndexGeneration.state == "cancelled")
+            | ((IndexGeneration.state == "retired") & (IndexGeneration.retired_at < cutoff))
         )
-    )
+    ).all()
+    return [
+        g
+        for g in candidates
+        if session.scalar(select(exists().where(Chunk.generation_id == g)))
+        or session.scalar(text("SELECT to_regclass(:name)"), {"name": f"chunks_embedding_g{g}"})
+    ]
 
 
 def drop_generation_chunks(session: Session, generation_id: int) -> int:

@@ -105,3 +105,78 @@ def test_ask_see_the_answer_stream_and_open_a_citation(
             is not None
         )
         assert "?c=" in driver.current_url  # the conversation is stored and addressable
+
+
+def test_admin_grants_a_collection_and_members_see_only_what_they_may(
+    browser_driver, llm_settings, admin_key, tmp_path: Path
+):
+    driver = browser_driver
+    tag = uuid.uuid4().hex[:6]
+    reader, outsider = f"reader-{tag}@tests.example", f"outsider-{tag}@tests.example"
+    collection = f"private-{tag}"
+    note = tmp_path / "lighthouse.md"
+    note.write_text("# Lighthouse\n\nThe old lighthouse keeper retired in 1952.\n")
+    wait = WebDriverWait(driver, 120, ignored_exceptions=[StaleElementReferenceException])
+    with serving(create_app(llm_settings)) as url:
+        sign_in(driver, url)
+        driver.get(f"{url}/admin")
+        for email in (reader, outsider):
+            form = driver.find_element(By.CSS_SELECTOR, "#people form[hx-post='/admin/users']")
+            form.find_element(By.NAME, "email").send_keys(email)
+            form.find_element(By.NAME, "password").send_keys("a long enough password")
+            form.find_element(By.CSS_SELECTOR, "button").click()
+            wait.until(lambda d, e=email: d.find_elements(By.CSS_SELECTOR, f"tr[data-user='{e}']"))
+
+        driver.get(f"{url}/documents")  # the admin makes the collection and fills it
+        box = driver.find_element(By.NAME, "name")
+        box.send_keys(collection)
+        box.submit()
+        wait.until(ec.url_contains(f"collection={collection}"))
+        driver.find_element(By.ID, "file-input").send_keys(str(note))
+        wait.until(lambda d: rows(d) == [("lighthouse.md", "indexed")])
+
+        driver.get(f"{url}/admin")  # and lets the reader read it
+        row = driver.find_element(By.CSS_SELECTOR, f"tr[data-collection='{collection}']")
+        row.find_element(By.NAME, "email").send_keys(reader)
+        row.find_element(By.CSS_SELECTOR, "form[hx-post$='/members'] button").click()
+        wait.until(
+            lambda d: (
+                reader
+                in d.find_element(By.CSS_SELECTOR, f"tr[data-collection='{collection}']").text
+            )
+        )
+
+        sign_in(driver, url, reader, "a long enough password")
+        driver.get(f"{url}/search?q=lighthouse+keeper")
+        hits = driver.find_elements(By.CSS_SELECTOR, "#results article.hit")
+        assert hits and all(collection in h.text for h in hits)
+        assert "Lighthouse" in hits[0].text
+        options = [
+            o.text for o in driver.find_elements(By.CSS_SELECTOR, "select[name=collection] option")
+        ]
+        assert options == ["all collections", collection]  # nothing else is visible
+        answer = ask_in_chat(driver, url, "When did the lighthouse keeper retire?", wait)
+        assert "lighthouse.md" in answer.text or "Lighthouse" in answer.text
+
+        sign_in(driver, url, outsider, "a long enough password")
+        driver.get(f"{url}/search?q=lighthouse+keeper")
+        assert driver.find_elements(By.CSS_SELECTOR, "#results article.hit") == []
+        assert "Nothing found" in driver.find_element(By.ID, "results").text
+        answer = ask_in_chat(driver, url, "When did the lighthouse keeper retire?", wait)
+        assert "The documents do not cover this." in answer.text
+        assert "lighthouse" not in answer.text.lower().replace("when did the lighthouse", "")
+
+
+def ask_in_chat(driver, url: str, question: str, wait):
+    driver.get(f"{url}/")
+    driver.find_element(By.NAME, "question").send_keys(question)
+    driver.find_element(By.ID, "send").click()
+    wait.until(
+        lambda d: (
+            (a := d.find_elements(By.CSS_SELECTOR, ".assistant[data-status]"))
+            and a[-1].get_attribute("data-status") in ("done", "error")
+        )
+    )
+    assistant = driver.find_elements(By.CSS_SELECTOR, ".assistant")[-1]
+    assert assistant.get_attribute("data-status") == "done", assistant.text
+    return assistant

@@ -379,7 +379,7 @@ def test_worker_killed_mid_document_ends_indexed_exactly_once(settings: Settings
             with session_scope() as s:
                 doc = s.get(Document, doc_id)
                 assert doc is not None
-                if doc.status == "embedding" and doc.chunks_done > 0:
+                if doc.status == "embedding":  # one slice of ~160 chunks: seconds of work left
                     break
                 assert doc.status not in ("indexed", "failed"), doc.status
             assert time.monotonic() < deadline

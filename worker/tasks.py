@@ -64,7 +64,11 @@ def build_generation(generation_id: int) -> str:
             elif state == "live":
                 drop_retired.apply_async(countdown=admin.RETIRED_KEEP_S + 60)
             return state
-        pipeline.build(todo, generation_id)
+        outcomes = pipeline.build(todo, generation_id)
+        failed = [d for d, outcome in outcomes.items() if outcome in ("failed", "skipped")]
+        if failed:
+            with session_scope() as session:
+                admin.give_up_on(session, generation_id, failed)
     build_generation.delay(generation_id)
     return "building"
 

@@ -130,17 +130,17 @@ def give_up(document_ids: list[int], reason: str) -> None:
 
 
 class _Progress:
-    """Status a person can follow, committed at most every PROGRESS_INTERVAL_S: a small
-    document goes from queued to indexed in a few commits, a large one shows each stage and
-    its embedding count."""
+    """Status a person can follow, committed at most every PROGRESS_INTERVAL_S unless forced
+    (the start of embedding, once per batch): a small document goes from queued to indexed in
+    a few commits, a large one shows each stage and its embedding count."""
 
     def __init__(self) -> None:
         self.last = time.monotonic()
 
-    def __call__(self, jobs: list[Job], **values: object) -> None:
+    def __call__(self, jobs: list[Job], force: bool = False, **values: object) -> None:
         jobs = [j for j in jobs if j.attempt_id is not None and j.outcome is None]
         now = time.monotonic()
-        if not jobs or now - self.last < PROGRESS_INTERVAL_S:
+        if not jobs or (not force and now - self.last < PROGRESS_INTERVAL_S):
             return
         self.last = now
         with session_scope() as session:
@@ -293,7 +293,9 @@ def _process(jobs: list[Job]) -> None:
             _prepare(job)
             progress([job], status=DocumentStatus.chunking, page_count=job.page_count)
         ready = [j for j in jobs if j.outcome is None]
-        progress(ready, status=DocumentStatus.embedding, chunks_total=lambda j: j.chunks)
+        progress(
+            ready, force=True, status=DocumentStatus.embedding, chunks_total=lambda j: j.chunks
+        )
         _embed(ready, settings.embed_batch_size, progress)
         _write(ready)
     except SoftTimeLimitExceeded:

@@ -56,6 +56,8 @@ class IndexGeneration(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Documents that could not be added while building (the builder does not retry them).
+    failed_documents: Mapped[list[int]] = mapped_column(ARRAY(BigInteger), default=list)
 
 
 class Chunk(Base):

@@ -142,6 +142,10 @@ def upgrade() -> None:
     op.add_column("index_generations", sa.Column("retired_at", TZ))
     op.add_column(
         "index_generations",
+        sa.Column("failed_documents", ARRAY(sa.BigInteger), nullable=False, server_default="{}"),
+    )
+    op.add_column(
+        "index_generations",
         sa.Column("created_by", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL")),
     )
 
@@ -162,6 +166,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("reindex_jobs")
     op.drop_column("index_generations", "created_by")
+    op.drop_column("index_generations", "failed_documents")
     op.drop_column("index_generations", "retired_at")
     op.drop_column("index_generations", "documents_total")
     op.drop_column("index_generations", "auto_switch")
