@@ -303,3 +303,10 @@ def test_compose_file_is_valid_compose(tmp_path: Path):
     assert "container_name" not in services["worker"]  # so --scale worker=N works
     assert services["migrate"]["restart"] == "no"
     assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_readme_documents_every_setting():
+    """The README's configuration table names every setting, so it cannot silently fall behind."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [name.upper() for name in Settings.model_fields if name.upper() not in readme]
+    assert not missing, f"README.md does not describe {missing}"
