@@ -71,6 +71,34 @@ def test_scores_stay_equal_after_removals_and_merges():
         assert not {3, 8} & set(ids.tolist())
 
 
+def test_scores_stay_equal_when_queries_and_changes_interleave():
+    """Cached per-term weights, collection masks and counts follow every add and removal."""
+    tokens = [tokenize(t) for t in CORPUS]
+    index = BM25Index()
+    live: list[int] = []
+    steps = [("add", range(0, 5)), ("add", range(5, 9)), ("remove", [1, 6]), ("add", [9, 10, 11])]
+    for action, ids in steps:
+        if action == "add":
+            index.add((i, i, 1 + i % 2, tokens[i]) for i in ids)
+            live += list(ids)
+        else:
+            index.remove_documents(ids)
+            live = [i for i in live if i not in ids]
+        ref = reference([tokens[i] for i in live])
+        for query in QUERIES:
+            q = tokenize(query)
+            found, scores = index.matches(q)
+            got = dict(zip(found.tolist(), scores.tolist(), strict=True))
+            least = index.bounds(q)[0]
+            want = ref.get_scores(q)
+            np.testing.assert_allclose([got.get(i, least) for i in live], want, atol=1e-12)
+            odd, _ = index.matches(q, allowed=[2])
+            assert set(odd.tolist()) == {i for i in found.tolist() if i % 2 == 1}
+        assert index.collection_counts() == {
+            c: n for c in (1, 2) if (n := sum(1 for i in live if 1 + i % 2 == c))
+        }
+
+
 def test_collection_filter_applies_before_ranking():
     index = BM25Index()
     index.add((i, i, 1 if i % 2 else 2, tokenize(t)) for i, t in enumerate(CORPUS))

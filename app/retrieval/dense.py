@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import cast, func, select, text
+from sqlalchemy import bindparam, cast, func, select, text
 from sqlalchemy.orm import Session
 
 from app.models import Chunk
@@ -47,8 +47,10 @@ def dense_search(
     distance = _distance(dimension, query)
     stmt = (
         select(Chunk.id, distance.label("distance"))
-        .where(Chunk.generation_id == generation_id)
-        .order_by(distance, Chunk.id)
+        # The generation id is written into the SQL, not bound: the planner must see that the
+        # query implies the partial index's predicate, also in a prepared statement's generic
+        # plan (psycopg prepares a statement after five runs).
+        .where(Chunk.generation_id == bindparam("generation", generation_id, literal_execute=True))
         .limit(depth)
     )
     if allowed is not None:
@@ -60,12 +62,14 @@ def dense_search(
         ef = max(ef_search, depth)
         if allowed is not None and allowed_rows and total_rows:
             ef = int(min(EF_SEARCH_MAX, max(ef, 2 * depth * total_rows / allowed_rows)))
-        rows = _with_setting(session, "hnsw.ef_search", str(int(ef)), stmt)
+        # Ordered by distance alone: the HNSW index gives that order, and a second key
+        # (the id, for ties) would make the planner sort a sequential scan instead.
+        rows = _with_setting(session, "hnsw.ef_search", str(int(ef)), stmt.order_by(distance))
         wanted = depth if allowed_rows is None else min(depth, allowed_rows)
         if allowed is None or len(rows) >= wanted:
-            return [(int(i), 1.0 - float(d)) for i, d in rows]
+            return sorted(((int(i), 1.0 - float(d)) for i, d in rows), key=lambda r: (-r[1], r[0]))
     # Exact: no plain index scans (the HNSW index), bitmap scans of the filter index allowed.
-    rows = _with_setting(session, "enable_indexscan", "off", stmt)
+    rows = _with_setting(session, "enable_indexscan", "off", stmt.order_by(distance, Chunk.id))
     return [(int(i), 1.0 - float(d)) for i, d in rows]
 
 

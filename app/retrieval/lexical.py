@@ -41,6 +41,11 @@ class Segment:
     tf: sparse.csc_matrix  # rows: chunks, columns: term ids known when it was built
     live: np.ndarray  # bool
     _df: np.ndarray | None = field(default=None, repr=False)
+    # Per term, each posting's tf part of BM25 (it depends on avgdl: kept for one avgdl).
+    _weights: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _weights_avgdl: float = field(default=0.0, repr=False)
+    # Rows that are live and in the allowed collections, per allowed set (until rows die).
+    _masks: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def df(self) -> np.ndarray:
@@ -52,6 +57,34 @@ class Segment:
                 columns[self.live[self.tf.indices]], minlength=self.tf.shape[1]
             ).astype(np.int64)
         return self._df
+
+    def weights(self, term_id: int, avgdl: float, k1: float, b: float) -> np.ndarray:
+        """tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl)) for each posting of the
+        term, computed once per avgdl: a query then only adds idf-weighted postings."""
+        if avgdl != self._weights_avgdl:
+            self._weights, self._weights_avgdl = {}, avgdl
+        w = self._weights.get(term_id)
+        if w is None:
+            start, end = self.tf.indptr[term_id], self.tf.indptr[term_id + 1]
+            tf = self.tf.data[start:end].astype(np.float64)
+            norm = k1 * (1 - b + b * self.lengths[self.tf.indices[start:end]] / avgdl)
+            w = self._weights[term_id] = tf * (k1 + 1) / (tf + norm)
+        return w
+
+    def mask(self, allowed: tuple[int, ...] | None) -> np.ndarray:
+        if allowed is None:
+            return self.live
+        m = self._masks.get(allowed)
+        if m is None:
+            if len(self._masks) > 64:
+                self._masks.clear()
+            m = self._masks[allowed] = self.live & np.isin(self.collection_ids, allowed)
+        return m
+
+    def kill(self, row: int) -> None:
+        self.live[row] = False
+        self._df = None
+        self._masks.clear()
 
 
 @dataclass
@@ -71,6 +104,7 @@ class BM25Index:
         self.segments: list[Segment] = []
         self.rows_of_document: dict[int, list[tuple[int, int]]] = {}
         self._stats: Stats | None = None
+        self._counts: Counter[int] | None = None
 
     # -- building -------------------------------------------------------------------------
 
@@ -121,18 +155,16 @@ class BM25Index:
         self.segments.append(segment)
         for row, document_id in enumerate(segment.document_ids.tolist()):
             self.rows_of_document.setdefault(document_id, []).append((index, row))
-        self._stats = None
+        self._stats = self._counts = None
 
     def remove_documents(self, document_ids: Iterable[int]) -> int:
         removed = 0
         for document_id in document_ids:
             for index, row in self.rows_of_document.pop(document_id, []):
-                segment = self.segments[index]
-                segment.live[row] = False
-                segment._df = None
+                self.segments[index].kill(row)
                 removed += 1
         if removed:
-            self._stats = None
+            self._stats = self._counts = None
         return removed
 
     def _merge(self) -> None:
@@ -177,38 +209,35 @@ class BM25Index:
         return self._stats
 
     def collection_counts(self) -> Counter[int]:
-        counts: Counter[int] = Counter()
-        for s in self.segments:
-            ids, n = np.unique(s.collection_ids[s.live], return_counts=True)
-            counts.update(dict(zip(ids.tolist(), n.tolist(), strict=True)))
-        return counts
+        """Live chunks per collection (kept until the index changes)."""
+        if self._counts is None:
+            counts: Counter[int] = Counter()
+            for s in self.segments:
+                ids, n = np.unique(s.collection_ids[s.live], return_counts=True)
+                counts.update(dict(zip(ids.tolist(), n.tolist(), strict=True)))
+            self._counts = counts
+        return self._counts
 
     # -- scoring --------------------------------------------------------------------------
 
     def _segment_scores(
-        self, term_ids: list[int], allowed: np.ndarray | None
+        self, term_ids: list[int], allowed: tuple[int, ...] | None
     ) -> list[tuple[Segment, np.ndarray, np.ndarray]]:
-        """Per segment: the rows that contain a query term (and may be shown), their scores."""
+        """Per segment: the rows that contain a query term (and may be shown), their scores.
+        Every live row holding a query term scores above zero (BM25+ idf is positive for a
+        term some live row holds), so `scores > 0` marks the hits."""
         stats = self.stats()
-        k1, b = self.k1, self.b
         out = []
         for s in self.segments:
             scores = np.zeros(s.tf.shape[0], dtype=np.float64)
-            hit = np.zeros(s.tf.shape[0], dtype=bool)
-            mask = s.live if allowed is None else s.live & np.isin(s.collection_ids, allowed)
             for term_id in term_ids:
-                if term_id >= s.tf.shape[1]:
+                if term_id >= s.tf.shape[1] or stats.idf[term_id] == 0:
                     continue
-                start, end = s.tf.indptr[term_id], s.tf.indptr[term_id + 1]
-                rows = s.tf.indices[start:end]
-                rows = rows[mask[rows]]
-                if not len(rows):
-                    continue
-                tf = s.tf.data[start:end][mask[s.tf.indices[start:end]]].astype(np.float64)
-                norm = k1 * (1 - b + b * s.lengths[rows] / stats.avgdl)
-                scores[rows] += stats.idf[term_id] * (tf * (k1 + 1) / (tf + norm))
-                hit[rows] = True
-            rows = np.flatnonzero(hit)
+                rows = s.tf.indices[s.tf.indptr[term_id] : s.tf.indptr[term_id + 1]]
+                scores[rows] += stats.idf[term_id] * s.weights(
+                    term_id, stats.avgdl, self.k1, self.b
+                )
+            rows = np.flatnonzero((scores > 0) & s.mask(allowed))
             out.append((s, rows, scores[rows]))
         return out
 
@@ -232,7 +261,7 @@ class BM25Index:
         term_ids = self._term_ids(query_tokens)
         if not term_ids or not self.segments:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        allowed_ids = None if allowed is None else np.asarray(list(allowed), dtype=np.int32)
+        allowed_ids = None if allowed is None else tuple(sorted(set(allowed)))
         least = self.bounds(query_tokens)[0]
         ids, scores = [], []
         for segment, rows, row_scores in self._segment_scores(term_ids, allowed_ids):
