@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from app.config import Settings
 from app.db import session_scope
@@ -136,19 +136,38 @@ def test_cli_search_json(settings: Settings, corpus: str):
 
 
 def test_dense_query_uses_the_generation_hnsw_index(settings: Settings, corpus: str):
+    """EXPLAIN the very statement dense_search sends (captured on its way to Postgres): the
+    planner must scan the live generation's HNSW index, not sort a sequential scan."""
+    sent: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "<=>" in statement:
+            sent.append((statement, parameters))
+
     with session_scope() as s:
         generation = s.scalar(select(IndexGeneration).where(IndexGeneration.state == "live"))
         assert generation is not None
-        distance = dense._distance(generation.dimension, np.zeros(generation.dimension))
-        stmt = (
-            select(Chunk.id)
-            .where(Chunk.generation_id == generation.id)
-            .order_by(distance)
-            .limit(10)
+        engine = s.get_bind()
+        event.listen(engine, "before_cursor_execute", capture)
+        try:
+            query = np.ones(generation.dimension, dtype=np.float32) / generation.dimension**0.5
+            found = dense.dense_search(
+                s,
+                query,
+                generation_id=generation.id,
+                dimension=generation.dimension,
+                depth=5,
+                ef_search=40,
+            )
+        finally:
+            event.remove(engine, "before_cursor_execute", capture)
+        chunks = s.scalar(select(func.count()).where(Chunk.generation_id == generation.id))
+        assert len(found) == min(5, chunks) and len(sent) == 1
+        statement, parameters = sent[0]
+        plan = "\n".join(
+            s.connection().exec_driver_sql(f"EXPLAIN {statement}", parameters).scalars()
         )
-        sql = stmt.compile(s.get_bind(), compile_kwargs={"literal_binds": True})
-        plan = "\n".join(r[0] for r in s.execute(text(f"EXPLAIN {sql}")))
-    assert f"chunks_embedding_g{generation.id}" in plan, plan
+    assert f"Index Scan using chunks_embedding_g{generation.id}" in plan, plan
 
 
 def second_web_process(settings: Settings) -> tuple[subprocess.Popen, str]:

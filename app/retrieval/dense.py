@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from app.models import Chunk
 
-# Below this many allowed chunks an exact scan is cheaper than a filtered HNSW scan.
+# Below this many allowed chunks (when the filter leaves some out) an exact scan is cheaper
+# than a filtered HNSW scan, and loses nothing.
 EXACT_SCAN_MAX_ROWS = 20_000
 EF_SEARCH_MAX = 1000
 
@@ -57,10 +58,13 @@ def dense_search(
         if not allowed:
             return []
         stmt = stmt.where(Chunk.collection_id.in_(list(allowed)))
-    exact = allowed is not None and allowed_rows is not None and allowed_rows <= EXACT_SCAN_MAX_ROWS
+    selective = (
+        allowed is not None and allowed_rows is not None and allowed_rows < (total_rows or 0)
+    )
+    exact = selective and allowed_rows is not None and allowed_rows <= EXACT_SCAN_MAX_ROWS
     if not exact:
         ef = max(ef_search, depth)
-        if allowed is not None and allowed_rows and total_rows:
+        if selective and allowed_rows and total_rows:
             ef = int(min(EF_SEARCH_MAX, max(ef, 2 * depth * total_rows / allowed_rows)))
         # Ordered by distance alone: the HNSW index gives that order, and a second key
         # (the id, for ties) would make the planner sort a sequential scan instead.
