@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -11,6 +14,20 @@ from contextlib import contextmanager
 
 import uvicorn
 from fastapi.testclient import TestClient
+
+
+def groundwork(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the `groundwork` command line in a child process, as a person would."""
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        input=input,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def tiny_bert(**extra):

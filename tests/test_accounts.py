@@ -3,10 +3,7 @@ property that nobody ever gets a result from a collection they may not read."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -38,6 +35,7 @@ from app.retrieval.search import search
 from app.retrieval.tokenize import tokenize
 from app.services.worker_process import WorkerProcess
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.helpers import groundwork
 
 PASSWORD = "a long enough password"
 
@@ -263,28 +261,14 @@ def test_signin_page_says_how_to_make_the_first_admin(settings: Settings):
 
 def test_create_admin_cli(settings: Settings):
     email = f"cli-{uuid.uuid4().hex[:6]}@tests.example"
-    result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "create-admin", email, "--password-stdin"],
-        input="a very good password\n",
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = groundwork("create-admin", email, "--password-stdin", input="a very good password\n")
     assert result.returncode == 0, result.stderr
     with session_scope() as s:
         user = s.scalar(select(User).where(User.email == email))
         assert (
             user is not None and user.role == "admin" and user.password_hash.startswith("$argon2")
         )
-    short = subprocess.run(
-        [sys.executable, "-m", "app.cli", "create-admin", "x" + email, "--password-stdin"],
-        input="short\n",
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    short = groundwork("create-admin", "x" + email, "--password-stdin", input="short\n")
     assert short.returncode == 2 and "at least" in short.stderr
 
 

@@ -32,7 +32,7 @@ from app.models import Collection, Message, MessageCitation
 from app.retrieval.search import Hit
 from app.services.worker_process import WorkerProcess
 from app.web.chat import render_answer
-from tests.helpers import serving
+from tests.helpers import groundwork, serving
 
 
 def hit(chunk_id: int, text: str, title: str = "Doc") -> Hit:
@@ -331,22 +331,13 @@ def test_api_json_and_follow_up_rewriting(llm_settings: Settings, facts: str, au
 
 
 def test_cli_ask_json(llm_settings: Settings, facts: str):
-    env = {**os.environ, "LLM_BASE_URL": llm_settings.llm_base_url or ""}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "ask",
-            "What is espresso brewed with?",
-            "--collection",
-            facts,
-            "--json",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = groundwork(
+        "ask",
+        "What is espresso brewed with?",
+        "--collection",
+        facts,
+        "--json",
+        env={"LLM_BASE_URL": llm_settings.llm_base_url or ""},
     )
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)

@@ -7,8 +7,6 @@ import json
 import os
 import select as io_select
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +21,7 @@ from app.main import create_app
 from app.models import Chunk, Document, IngestionAttempt
 from app.services.worker_process import WorkerProcess
 from tests.factories import encrypt_pdf, make_docx, make_html, make_pdf, make_zip_bomb
-from tests.helpers import new_collection, serving, upload, wait_settled
+from tests.helpers import groundwork, new_collection, serving, upload, wait_settled
 
 
 def chunk_rows(document_id: int) -> list[tuple[int, str]]:
@@ -308,23 +306,7 @@ def test_cli_ingest_folder(settings: Settings, worker: WorkerProcess, tmp_path: 
     (folder / "sub" / "evil.pdf").write_bytes(b"\x7fELF" + b"\x00" * 100)
     (folder / ".hidden.md").write_bytes(b"# hidden")
     collection = new_collection()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "ingest",
-            str(folder),
-            "--collection",
-            collection,
-            "--wait",
-            "--json",
-        ],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = groundwork("ingest", str(folder), "--collection", collection, "--wait", "--json")
     assert result.returncode == 1, result.stderr  # one file was rejected
     out = json.loads(result.stdout)
     by_name = {d["filename"]: d for d in out["documents"]}
@@ -333,22 +315,8 @@ def test_cli_ingest_folder(settings: Settings, worker: WorkerProcess, tmp_path: 
     assert by_name["evil.pdf"]["status"] == "rejected"
     assert all(by_name[n]["status"] == "indexed" and by_name[n]["chunks"] > 0 for n in GOOD)
 
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "ingest",
-            str(folder / "notes.md"),
-            "--collection",
-            collection,
-            "--wait",
-            "--json",
-        ],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    again = groundwork(
+        "ingest", str(folder / "notes.md"), "--collection", collection, "--wait", "--json"
     )
     assert again.returncode == 0
     assert json.loads(again.stdout)["documents"][0]["id"] == by_name["notes.md"]["id"]

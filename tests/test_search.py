@@ -26,7 +26,7 @@ from app.models import Chunk, Collection, Document, IndexGeneration
 from app.retrieval import dense
 from app.retrieval.search import search
 from app.services.worker_process import WorkerProcess
-from tests.helpers import new_collection, tiny_bert, upload, wait_settled
+from tests.helpers import groundwork, new_collection, tiny_bert, upload, wait_settled
 
 
 @pytest.fixture(scope="module")
@@ -109,25 +109,8 @@ def test_search_page_highlights_matched_terms_and_escapes(client: TestClient, co
 
 
 def test_cli_search_json(settings: Settings, corpus: str):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "search",
-            "interest rates",
-            "--collection",
-            corpus,
-            "--k",
-            "2",
-            "--mode",
-            "bm25",
-            "--json",
-        ],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = groundwork(
+        "search", "interest rates", "--collection", corpus, "--k", "2", "--mode", "bm25", "--json"
     )
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
