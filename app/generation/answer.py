@@ -258,31 +258,38 @@ async def answer(
             "message_id": turn.message_id,
             "query": query,
         }
-        if should_abstain(result, settings):
-            closest = [passage_json(i, h) for i, h in enumerate(result.hits[:CLOSEST_SHOWN], 1)]
-            yield Event("retrieval", {**base, "passages": closest})
+
+        def done(answer: str, abstained: bool, shown: list[dict], cited: list[Citation]) -> Event:
+            """Store the finished message and its citations; the event that ends the stream."""
             timings["total_ms"] = _ms(started)
             _finish(
                 turn.message_id,
                 status="done",
-                content=NOT_COVERED,
-                abstained=True,
+                content=answer,
+                abstained=abstained,
                 query=query,
-                retrieved=closest,
+                retrieved=shown,
                 timings=timings,
+                citations=cited,
             )
-            finished = True
-            yield Event(
+            return Event(
                 "done",
                 {
                     **base,
-                    "answer": NOT_COVERED,
-                    "abstained": True,
-                    "citations": [],
-                    "passages": closest,
+                    "answer": answer,
+                    "abstained": abstained,
+                    "citations": [citation_json(c, shown) for c in cited],
+                    "passages": shown,
                     "timings": timings,
                 },
             )
+
+        if should_abstain(result, settings):
+            closest = [passage_json(i, h) for i, h in enumerate(result.hits[:CLOSEST_SHOWN], 1)]
+            yield Event("retrieval", {**base, "passages": closest})
+            event = done(NOT_COVERED, True, closest, [])
+            finished = True
+            yield event
             return
         yield Event("retrieval", {**base, "passages": shown})
 
@@ -305,29 +312,9 @@ async def answer(
             cleaned, citations = await asyncio.to_thread(
                 check_citations, raw, passages, embedder, settings.citation_support_threshold
             )
-        timings["total_ms"] = _ms(started)
-        _finish(
-            turn.message_id,
-            status="done",
-            content=cleaned,
-            abstained=declined,
-            query=query,
-            retrieved=shown,
-            timings=timings,
-            citations=citations,
-        )
+        event = done(cleaned, declined, shown, citations)
         finished = True
-        yield Event(
-            "done",
-            {
-                **base,
-                "answer": cleaned,
-                "abstained": declined,
-                "citations": [citation_json(c, shown) for c in citations],
-                "passages": shown,
-                "timings": timings,
-            },
-        )
+        yield event
     except LLMError as err:
         timings["total_ms"] = _ms(started)
         _finish(
