@@ -51,11 +51,13 @@ class Segment:
     def df(self) -> np.ndarray:
         """Live rows containing each term (cached until rows die)."""
         if self._df is None:
-            counts = np.diff(self.tf.indptr)
-            columns = np.repeat(np.arange(self.tf.shape[1]), counts)
-            self._df = np.bincount(
-                columns[self.live[self.tf.indices]], minlength=self.tf.shape[1]
-            ).astype(np.int64)
+            indptr = self.tf.indptr.astype(np.int64)
+            if self.live.all():
+                self._df = np.diff(indptr)
+            else:  # live postings before each column start, differenced
+                held = np.zeros(self.tf.nnz + 1, dtype=np.int64)
+                np.cumsum(self.live[self.tf.indices], out=held[1:])
+                self._df = held[indptr[1:]] - held[indptr[:-1]]
         return self._df
 
     def weights(self, term_id: int, avgdl: float, k1: float, b: float) -> np.ndarray:
@@ -168,25 +170,41 @@ class BM25Index:
         return removed
 
     def _merge(self) -> None:
-        """One segment of the live rows of all (when small segments pile up)."""
+        """Merge the newest segments into one (when small segments pile up). An older segment
+        at least twice the live size of everything after it, and mostly live, is left as it
+        is: adding a few chunks to a large index then costs in proportion to the small
+        segments, not to the whole index, and segment sizes stay geometric (few segments)."""
+        live_rows = [int(s.live.sum()) for s in self.segments]
+        start = 0
+        while (
+            start < len(self.segments) - 2
+            and live_rows[start] >= 2 * sum(live_rows[start + 1 :])
+            and live_rows[start] >= 0.8 * len(self.segments[start].live)
+        ):
+            start += 1
+        merging = self.segments[start:]
         width = len(self.vocab)
-        parts, keep = [], []
-        for s in self.segments:
+        parts = []
+        for s in merging:
             csr = s.tf.tocsr()
             csr.resize((csr.shape[0], width))
             parts.append(csr[s.live])
-            keep.append(s.live)
-        live = np.concatenate(keep)
+
+        def joined(name: str) -> np.ndarray:
+            return np.concatenate([getattr(s, name)[s.live] for s in merging])
+
         merged = Segment(
-            chunk_ids=np.concatenate([s.chunk_ids for s in self.segments])[live],
-            document_ids=np.concatenate([s.document_ids for s in self.segments])[live],
-            collection_ids=np.concatenate([s.collection_ids for s in self.segments])[live],
-            lengths=np.concatenate([s.lengths for s in self.segments])[live],
+            chunk_ids=joined("chunk_ids"),
+            document_ids=joined("document_ids"),
+            collection_ids=joined("collection_ids"),
+            lengths=joined("lengths"),
             tf=sparse.vstack(parts).tocsc(),
-            live=np.ones(int(live.sum()), dtype=bool),
+            live=np.ones(sum(live_rows[start:]), dtype=bool),
         )
-        self.segments = []
-        self.rows_of_document = {}
+        del self.segments[start:]
+        for document_id in set(merged.document_ids.tolist()):
+            kept = [(i, row) for i, row in self.rows_of_document[document_id] if i < start]
+            self.rows_of_document[document_id] = kept
         self._append(merged)
 
     # -- statistics -----------------------------------------------------------------------
