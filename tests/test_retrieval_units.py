@@ -71,6 +71,26 @@ def test_scores_stay_equal_after_removals_and_merges():
         assert not {3, 8} & set(ids.tolist())
 
 
+def test_a_merge_leaves_a_large_segment_and_removals_still_find_their_rows():
+    tokens = [tokenize(t) for t in CORPUS] * 3
+    index = BM25Index()
+    index.add((i, i // 2, 1, tokens[i]) for i in range(24))  # large; documents of 2 chunks
+    for i in range(24, 36):
+        index.add([(i, i // 2, 1, tokens[i])])  # small ones pile up and merge
+    assert len(index.segments) <= 8
+    assert len(index.segments[0].live) == 24  # the large segment was not rewritten
+    index.remove_documents([3, 13, 17])  # rows in the large segment and in merged ones
+    live = [i for i in range(36) if i // 2 not in (3, 13, 17)]
+    ref = reference([tokens[i] for i in live])
+    for query in QUERIES:
+        q = tokenize(query)
+        ids, scores = index.matches(q)
+        got = dict(zip(ids.tolist(), scores.tolist(), strict=True))
+        least = index.bounds(q)[0]
+        np.testing.assert_allclose([got.get(i, least) for i in live], ref.get_scores(q), atol=1e-12)
+    assert len(index) == len(live)
+
+
 def test_scores_stay_equal_when_queries_and_changes_interleave():
     """Cached per-term weights, collection masks and counts follow every add and removal."""
     tokens = [tokenize(t) for t in CORPUS]
