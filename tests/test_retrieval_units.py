@@ -47,9 +47,9 @@ def test_scores_equal_rank_bm25(query: str):
     index.add((i, i, 1, t) for i, t in enumerate(tokens[:7]))
     index.add((i, i, 2, t) for i, t in enumerate(tokens[7:], start=7))  # a second segment
     expected = reference(tokens).get_scores(tokenize(query))
-    ids, scores = index.matches(tokenize(query))
+    found = index.matches(tokenize(query))
     got = np.full(len(CORPUS), index.bounds(tokenize(query))[0])  # chunks without a term
-    got[ids] = scores
+    got[found.ids] = found.scores
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
 
 
@@ -64,9 +64,8 @@ def test_scores_stay_equal_after_removals_and_merges():
     ref = reference([tokens[i] for i in live])
     for query in QUERIES:
         expected = ref.get_scores(tokenize(query))
-        ids, scores = index.matches(tokenize(query))
+        ids, scores, least, _ = index.matches(tokenize(query))
         got = dict(zip(ids.tolist(), scores.tolist(), strict=True))
-        least = index.bounds(tokenize(query))[0]
         np.testing.assert_allclose([got.get(i, least) for i in live], expected, atol=1e-12)
         assert not {3, 8} & set(ids.tolist())
 
@@ -84,9 +83,8 @@ def test_a_merge_leaves_a_large_segment_and_removals_still_find_their_rows():
     ref = reference([tokens[i] for i in live])
     for query in QUERIES:
         q = tokenize(query)
-        ids, scores = index.matches(q)
+        ids, scores, least, _ = index.matches(q)
         got = dict(zip(ids.tolist(), scores.tolist(), strict=True))
-        least = index.bounds(q)[0]
         np.testing.assert_allclose([got.get(i, least) for i in live], ref.get_scores(q), atol=1e-12)
     assert len(index) == len(live)
 
@@ -107,16 +105,36 @@ def test_scores_stay_equal_when_queries_and_changes_interleave():
         ref = reference([tokens[i] for i in live])
         for query in QUERIES:
             q = tokenize(query)
-            found, scores = index.matches(q)
+            found, scores, least, _ = index.matches(q)
             got = dict(zip(found.tolist(), scores.tolist(), strict=True))
-            least = index.bounds(q)[0]
             want = ref.get_scores(q)
             np.testing.assert_allclose([got.get(i, least) for i in live], want, atol=1e-12)
-            odd, _ = index.matches(q, allowed=[2])
+            odd = index.matches(q, allowed=[2]).ids
             assert set(odd.tolist()) == {i for i in found.tolist() if i % 2 == 1}
         assert index.collection_counts() == {
             c: n for c in (1, 2) if (n := sum(1 for i in live if 1 + i % 2 == c))
         }
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_statistics_come_from_the_collections_searched(query: str):
+    """Scores over some collections equal rank-bm25's over their chunks alone: what other
+    collections hold neither moves them nor shows through them."""
+    tokens = [tokenize(t) for t in CORPUS]
+    mine = [i for i in range(len(CORPUS)) if i % 3 == 0]
+    index = BM25Index()
+    index.add((i, i, 1 if i in mine else 2 + i % 2, t) for i, t in enumerate(tokens))
+    q = tokenize(query)
+    ids, scores, least, most = index.matches(q, allowed=[1])
+    got = dict(zip(ids.tolist(), scores.tolist(), strict=True))
+    want = reference([tokens[i] for i in mine]).get_scores(q)
+    np.testing.assert_allclose([got.get(i, least) for i in mine], want, atol=1e-12)
+    assert (least, most) == index.bounds(q, allowed=[1])
+    alone = BM25Index()
+    alone.add((i, i, 1, tokens[i]) for i in mine)
+    assert (least, most) == pytest.approx(alone.bounds(q))
+    everything = index.matches(q, allowed=[1, 2, 3])  # all collections: the global statistics
+    np.testing.assert_array_equal(everything.scores, index.matches(q).scores)
 
 
 def test_collection_filter_applies_before_ranking():
@@ -174,6 +192,6 @@ def test_bounds_place_scores_between_least_and_most():
     index = BM25Index()
     index.add((i, i, 1, tokenize(t)) for i, t in enumerate(CORPUS))
     for query in QUERIES:
-        least, most = index.bounds(tokenize(query))
-        _, scores = index.matches(tokenize(query))
+        _, scores, least, most = index.matches(tokenize(query))
+        assert (least, most) == index.bounds(tokenize(query))
         assert all(least < s <= most for s in scores)

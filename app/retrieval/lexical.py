@@ -9,9 +9,10 @@ log((N + 1) / df), stays positive; on SciFact the two rank alike (bm25s: 0.686 /
 The index is a list of segments (like Lucene's): each holds a column-major (CSC) matrix of
 term frequencies for a batch of chunks, their lengths, collections, and which rows are still
 live. Adding chunks appends a segment; removing a document marks its rows dead. Corpus
-statistics (N, average length, document frequencies) are computed over live rows, so scores
-equal rank-bm25's over the same live chunks. A query touches only the postings of its terms:
-its cost grows with how common its terms are, not with the number of chunks.
+statistics (N, average length, document frequencies) are computed over the live rows the
+query may see (its collections), so scores equal rank-bm25's over exactly those chunks, and
+no other collection moves them. A query touches only the postings of its terms: its cost
+grows with how common its terms are, not with the number of chunks.
 
 This module is pure: no I/O. `app.retrieval.lexical_store` keeps an index in step with
 Postgres.
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 from scipy import sparse
@@ -41,9 +43,6 @@ class Segment:
     tf: sparse.csc_matrix  # rows: chunks, columns: term ids known when it was built
     live: np.ndarray  # bool
     _df: np.ndarray | None = field(default=None, repr=False)
-    # Per term, each posting's tf part of BM25 (it depends on avgdl: kept for one avgdl).
-    _weights: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
-    _weights_avgdl: float = field(default=0.0, repr=False)
     # Rows that are live and in the allowed collections, per allowed set (until rows die).
     _masks: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, repr=False)
 
@@ -60,18 +59,15 @@ class Segment:
                 self._df = held[indptr[1:]] - held[indptr[:-1]]
         return self._df
 
+    def postings(self, term_id: int) -> slice:
+        return slice(self.tf.indptr[term_id], self.tf.indptr[term_id + 1])
+
     def weights(self, term_id: int, avgdl: float, k1: float, b: float) -> np.ndarray:
         """tf * (k1 + 1) / (tf + k1 * (1 - b + b * length / avgdl)) for each posting of the
-        term, computed once per avgdl: a query then only adds idf-weighted postings."""
-        if avgdl != self._weights_avgdl:
-            self._weights, self._weights_avgdl = {}, avgdl
-        w = self._weights.get(term_id)
-        if w is None:
-            start, end = self.tf.indptr[term_id], self.tf.indptr[term_id + 1]
-            tf = self.tf.data[start:end].astype(np.float64)
-            norm = k1 * (1 - b + b * self.lengths[self.tf.indices[start:end]] / avgdl)
-            w = self._weights[term_id] = tf * (k1 + 1) / (tf + norm)
-        return w
+        term: its share of BM25 before idf."""
+        at = self.postings(term_id)
+        tf = self.tf.data[at].astype(np.float64)
+        return tf * (k1 + 1) / (tf + k1 * (1 - b + b * self.lengths[self.tf.indices[at]] / avgdl))
 
     def mask(self, allowed: tuple[int, ...] | None) -> np.ndarray:
         if allowed is None:
@@ -99,6 +95,13 @@ class Stats:
 Row = tuple[int, int, int, Sequence[str]]  # chunk id, document id, collection id, tokens
 
 
+class Matches(NamedTuple):
+    ids: np.ndarray  # chunk ids (int64)
+    scores: np.ndarray  # their BM25 scores
+    least: float  # what a chunk holding no query term scores (see BM25Index.bounds)
+    most: float
+
+
 class BM25Index:
     def __init__(self, k1: float = K1, b: float = B, delta: float = DELTA):
         self.k1, self.b, self.delta = k1, b, delta
@@ -106,7 +109,7 @@ class BM25Index:
         self.segments: list[Segment] = []
         self.rows_of_document: dict[int, list[tuple[int, int]]] = {}
         self._stats: Stats | None = None
-        self._counts: Counter[int] | None = None
+        self._totals: tuple[Counter[int], Counter[int]] | None = None
 
     # -- building -------------------------------------------------------------------------
 
@@ -157,7 +160,7 @@ class BM25Index:
         self.segments.append(segment)
         for row, document_id in enumerate(segment.document_ids.tolist()):
             self.rows_of_document.setdefault(document_id, []).append((index, row))
-        self._stats = self._counts = None
+        self._stats = self._totals = None
 
     def remove_documents(self, document_ids: Iterable[int]) -> int:
         removed = 0
@@ -166,7 +169,7 @@ class BM25Index:
                 self.segments[index].kill(row)
                 removed += 1
         if removed:
-            self._stats = self._counts = None
+            self._stats = self._totals = None
         return removed
 
     def _merge(self) -> None:
@@ -228,70 +231,99 @@ class BM25Index:
 
     def collection_counts(self) -> Counter[int]:
         """Live chunks per collection (kept until the index changes)."""
-        if self._counts is None:
+        return self._collection_totals()[0]
+
+    def _collection_totals(self) -> tuple[Counter[int], Counter[int]]:
+        """Live chunks and their tokens, per collection (kept until the index changes)."""
+        if self._totals is None:
             counts: Counter[int] = Counter()
+            tokens: Counter[int] = Counter()
             for s in self.segments:
-                ids, n = np.unique(s.collection_ids[s.live], return_counts=True)
+                collections = s.collection_ids[s.live]
+                ids, n = np.unique(collections, return_counts=True)
                 counts.update(dict(zip(ids.tolist(), n.tolist(), strict=True)))
-            self._counts = counts
-        return self._counts
+                total = np.bincount(np.searchsorted(ids, collections), s.lengths[s.live])
+                tokens.update(dict(zip(ids.tolist(), total.astype(np.int64).tolist(), strict=True)))
+            self._totals = counts, tokens
+        return self._totals
 
     # -- scoring --------------------------------------------------------------------------
 
-    def _segment_scores(
+    def _scope(
         self, term_ids: list[int], allowed: tuple[int, ...] | None
-    ) -> list[tuple[Segment, np.ndarray, np.ndarray]]:
-        """Per segment: the rows that contain a query term (and may be shown), their scores.
-        Every live row holding a query term scores above zero (BM25+ idf is positive for a
-        term some live row holds), so `scores > 0` marks the hits."""
+    ) -> tuple[list[tuple[int, float]], float]:
+        """The statistics of a query over the chunks it may see: (term id, idf) for each
+        query term some such chunk holds, and their average length. A collection's scores
+        then depend on nothing it cannot see (no other collection moves them, and none
+        leaks through them), and equal rank-bm25's over those chunks alone."""
         stats = self.stats()
-        out = []
-        for s in self.segments:
-            scores = np.zeros(s.tf.shape[0], dtype=np.float64)
-            for term_id in term_ids:
-                if term_id >= s.tf.shape[1] or stats.idf[term_id] == 0:
-                    continue
-                rows = s.tf.indices[s.tf.indptr[term_id] : s.tf.indptr[term_id + 1]]
-                scores[rows] += stats.idf[term_id] * s.weights(
-                    term_id, stats.avgdl, self.k1, self.b
-                )
-            rows = np.flatnonzero((scores > 0) & s.mask(allowed))
-            out.append((s, rows, scores[rows]))
-        return out
+        if allowed is not None:
+            counts, tokens = self._collection_totals()
+            n = sum(counts[c] for c in allowed)
+            if n < stats.n:
+                idf = {}
+                for t in set(term_ids):
+                    df = sum(
+                        int(s.mask(allowed)[s.tf.indices[s.postings(t)]].sum())
+                        for s in self.segments
+                        if t < s.tf.shape[1]
+                    )
+                    if df:
+                        idf[t] = float(np.log((n + 1) / df))
+                avgdl = sum(tokens[c] for c in allowed) / n if n else 0.0
+                return [(t, idf[t]) for t in term_ids if t in idf], avgdl
+        return [(t, float(stats.idf[t])) for t in term_ids if stats.idf[t] > 0], stats.avgdl
 
-    def bounds(self, query_tokens: Sequence[str]) -> tuple[float, float]:
+    def bounds(
+        self, query_tokens: Sequence[str], allowed: Sequence[int] | None = None
+    ) -> tuple[float, float]:
         """The least and the most a chunk can score for this query: BM25+ gives every chunk
         delta times each query term's idf, and a term's share grows towards (delta + k1 + 1)
         times its idf. (score - least) / (most - least) is an absolute measure in [0, 1],
         comparable across queries."""
-        total_idf = float(sum(self.stats().idf[t] for t in self._term_ids(query_tokens)))
+        terms, _ = self._scope(self._term_ids(query_tokens), _key(allowed))
+        return self._bounds(terms)
+
+    def _bounds(self, terms: list[tuple[int, float]]) -> tuple[float, float]:
+        total_idf = sum(idf for _, idf in terms)
         return self.delta * total_idf, (self.delta + self.k1 + 1) * total_idf
 
     def _term_ids(self, query_tokens: Sequence[str]) -> list[int]:
         # Repeated query terms count again, as in rank-bm25.
         return [self.vocab[t] for t in query_tokens if t in self.vocab]
 
-    def matches(
-        self, query_tokens: Sequence[str], allowed: Sequence[int] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def matches(self, query_tokens: Sequence[str], allowed: Sequence[int] | None = None) -> Matches:
         """Every chunk (of `allowed` collections; all when None) that holds a query term, and
-        its score. Chunks holding none score the least (`bounds`) and are left out."""
-        term_ids = self._term_ids(query_tokens)
-        if not term_ids or not self.segments:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-        allowed_ids = None if allowed is None else tuple(sorted(set(allowed)))
-        least = self.bounds(query_tokens)[0]
+        its score, with the query's bounds. Chunks holding none score the least (`bounds`) and are left out. Every
+        such chunk scores above the least (BM25+ idf is positive for a term a visible chunk
+        holds), so a score above zero before the least is added marks a hit."""
+        allowed_ids = _key(allowed)
+        terms, avgdl = self._scope(self._term_ids(query_tokens), allowed_ids)
+        least, most = self._bounds(terms)
+        if not terms:
+            return Matches(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), 0.0, 0.0)
         ids, scores = [], []
-        for segment, rows, row_scores in self._segment_scores(term_ids, allowed_ids):
-            ids.append(segment.chunk_ids[rows])
-            scores.append(row_scores + least)
-        return np.concatenate(ids), np.concatenate(scores)
+        for s in self.segments:
+            row_scores = np.zeros(s.tf.shape[0], dtype=np.float64)
+            for term_id, idf in terms:
+                if term_id < s.tf.shape[1]:
+                    rows = s.tf.indices[s.postings(term_id)]
+                    row_scores[rows] += idf * s.weights(term_id, avgdl, self.k1, self.b)
+            rows = np.flatnonzero((row_scores > 0) & s.mask(allowed_ids))
+            ids.append(s.chunk_ids[rows])
+            scores.append(row_scores[rows] + least)
+        return Matches(np.concatenate(ids), np.concatenate(scores), least, most)
 
     def search(
         self, query_tokens: Sequence[str], k: int, allowed: Sequence[int] | None = None
     ) -> list[tuple[int, float]]:
         """The top `k` (chunk id, score), best first (ties by chunk id)."""
-        return top_k(*self.matches(query_tokens, allowed), k)
+        found = self.matches(query_tokens, allowed)
+        return top_k(found.ids, found.scores, k)
+
+
+def _key(allowed: Sequence[int] | None) -> tuple[int, ...] | None:
+    return None if allowed is None else tuple(sorted(set(allowed)))
 
 
 def top_k(ids: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, float]]:

@@ -155,15 +155,13 @@ def retrieve(
         counts = index.collection_counts() if allowed is not None else None
         total_rows = len(index)
         if mode != "dense":
-            tokens = tokenize(query)
-            match_ids, match_scores = index.matches(tokens, allowed)
-            least, most = index.bounds(tokens)
+            matched = index.matches(tokenize(query), allowed)
     t = clock.lap("bm25", t)
     if generation is None:
         return Retrieved(generation=None)
     found = Retrieved(generation=generation)
     if mode != "dense":
-        found.bm25 = top_k(match_ids, match_scores, depth)
+        found.bm25 = top_k(matched.ids, matched.scores, depth)
     if mode == "bm25":
         return found
 
@@ -194,9 +192,11 @@ def retrieve(
     )
     missing = [c for c in union if c not in bm25_scores]
     if missing:
-        hit = np.isin(match_ids, missing)
-        bm25_scores.update(zip(match_ids[hit].tolist(), match_scores[hit].tolist(), strict=True))
-    span = most - least
+        hit = np.isin(matched.ids, missing)
+        bm25_scores.update(
+            zip(matched.ids[hit].tolist(), matched.scores[hit].tolist(), strict=True)
+        )
+    least, span = matched.least, matched.most - matched.least
     found.bm25_scores = {c: bm25_scores.get(c, least) for c in union}
     found.candidates = [
         Candidate(
