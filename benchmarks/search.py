@@ -1,6 +1,7 @@
 """Search speed: p50/p95 latency of each mode through the real search entry point at the
-SciFact size and at 100,000 chunks, and BM25 queries/s against rank-bm25 on the same chunks
-(with the scores checked equal), in one run. Prints tables.
+SciFact size and at 100,000 chunks; dense search limited to a few collections of the 100,000,
+exact scan against filtered HNSW; and BM25 queries/s against rank-bm25 on the same chunks (with
+the scores checked equal). One run; prints tables.
 
 The SciFact-size corpus is SciFact's abstracts (one chunk each, embedded for real). The
 100,000-chunk corpus is made from them so that embedding time does not dominate: each chunk
@@ -22,12 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 from rank_bm25 import BM25Plus
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text
 
+from app.config import get_settings
 from app.db import session_scope
 from app.ingest.embed import get_embedder
 from app.ingest.index import create_vector_index
 from app.models import Chunk, Collection, Document, IndexGeneration
+from app.retrieval import dense
+from app.retrieval.dense import EXACT_SCAN_MAX_ROWS
 from app.retrieval.lexical import BM25Index
 from app.retrieval.lexical_store import lexical_index
 from app.retrieval.search import search
@@ -50,13 +54,16 @@ def synthesize(texts: list[str], vectors: np.ndarray, n: int, seed: int = 0):
     return out_texts, out_vectors
 
 
-def load(texts: list[str], vectors: np.ndarray, collection_name: str, model: str) -> int:
+def load(
+    texts: list[str], vectors: np.ndarray, name: str, model: str, groups: list[int]
+) -> list[int]:
     """Chunks straight into Postgres (ten per document) and a fresh live generation with its
-    HNSW index built over them. Returns the generation id."""
+    HNSW index built over them. The chunks go to one collection per group (`groups`: their
+    sizes, in order). Returns the collection ids."""
     with session_scope() as s:
         s.execute(text("UPDATE index_generations SET state = 'retired' WHERE state = 'live'"))
-        collection = Collection(name=collection_name)
-        s.add(collection)
+        collections = [Collection(name=f"{name}-{i}") for i in range(len(groups))]
+        s.add_all(collections)
         generation = IndexGeneration(
             embedding_model=model,
             dimension=vectors.shape[1],
@@ -66,10 +73,11 @@ def load(texts: list[str], vectors: np.ndarray, collection_name: str, model: str
         )
         s.add(generation)
         s.flush()
+        owner = np.repeat([c.id for c in collections], groups)
         doc_ids = []
         for start in range(0, len(texts), 10):
             doc = Document(
-                collection_id=collection.id,
+                collection_id=int(owner[start]),
                 filename=f"d{start}.md",
                 title=f"d{start}",
                 content_type="text/markdown",
@@ -84,7 +92,7 @@ def load(texts: list[str], vectors: np.ndarray, collection_name: str, model: str
             {
                 "document_id": doc_ids[i // 10].id,
                 "generation_id": generation.id,
-                "collection_id": collection.id,
+                "collection_id": int(owner[i]),
                 "ordinal": i % 10,
                 "text": t,
                 "lexemes": " ".join(tokenize(t)),
@@ -101,19 +109,19 @@ def load(texts: list[str], vectors: np.ndarray, collection_name: str, model: str
         s.execute(text("SET maintenance_work_mem = '1GB'"))
         create_vector_index(s, generation.id, vectors.shape[1])
         s.execute(text("ANALYZE chunks"))
-        return generation.id
+        return [c.id for c in collections]
 
 
-def latencies(queries: list[str], collection_id: int) -> dict[str, list[str]]:
+def latencies(queries: list[str], collection_ids: list[int]) -> dict[str, list[str]]:
     """Per mode: p50 and p95 of the whole search, and the p50 of each stage it reports."""
     out = {}
     with session_scope() as s:
         for mode in MODES:
-            search(s, queries[0], mode=mode, collections=[collection_id])  # warm-up
+            search(s, queries[0], mode=mode, collections=collection_ids)  # warm-up
             times, stages = [], {}
             for q in queries:
                 started = time.perf_counter()
-                result = search(s, q, mode=mode, collections=[collection_id])
+                result = search(s, q, mode=mode, collections=collection_ids)
                 times.append((time.perf_counter() - started) * 1000)
                 for stage, ms in result.timings.items():
                     stages.setdefault(stage.removesuffix("_ms"), []).append(ms)
@@ -121,6 +129,51 @@ def latencies(queries: list[str], collection_id: int) -> dict[str, list[str]]:
             split = ", ".join(f"{k} {np.median(v):.1f}" for k, v in stages.items())
             out[mode] = [f"{p50:.1f}", f"{p95:.1f}", split]
     return out
+
+
+def filtered_dense(
+    query_vectors: np.ndarray, collection_ids: list[int], groups: list[int], depth: int
+) -> list[list[object]]:
+    """Dense search limited to the first 1, 2, ... collections (the rest of the index left
+    out): p50/p95 of an exact scan and of the filtered HNSW scan (ef_search raised with the
+    selectivity, falling back to exact when it comes back short), and the HNSW scan's
+    recall@depth against the exact scan. Chooses `dense.EXACT_SCAN_MAX_ROWS`."""
+    rows = []
+    total = sum(groups)
+    with session_scope() as s:
+        generation = s.scalars(select(IndexGeneration).where(IndexGeneration.state == "live")).one()
+        for n in range(1, len(groups)):
+            allowed, allowed_rows = collection_ids[:n], sum(groups[:n])
+            times: dict[str, list[float]] = {"exact": [], "hnsw": []}
+            recall = []
+            for v in query_vectors:
+                found = {}
+                for path, limit in (("exact", 10**9), ("hnsw", 0)):
+                    dense.EXACT_SCAN_MAX_ROWS = limit
+                    started = time.perf_counter()
+                    found[path] = dense.dense_search(
+                        s,
+                        v,
+                        generation_id=generation.id,
+                        dimension=generation.dimension,
+                        depth=depth,
+                        ef_search=get_settings().hnsw_ef_search,
+                        allowed=allowed,
+                        allowed_rows=allowed_rows,
+                        total_rows=total,
+                    )
+                    times[path].append((time.perf_counter() - started) * 1000)
+                exact = {c for c, _ in found["exact"]}
+                recall.append(len(exact & {c for c, _ in found["hnsw"]}) / len(exact))
+            rows.append(
+                [
+                    f"{allowed_rows:,} of {total:,}",
+                    *(f"{np.percentile(times[p], q):.1f}" for p in times for q in (50, 95)),
+                    f"{np.mean(recall):.3f}",
+                ]
+            )
+    dense.EXACT_SCAN_MAX_ROWS = EXACT_SCAN_MAX_ROWS
+    return rows
 
 
 def bm25_versus_rank_bm25(
@@ -185,22 +238,22 @@ def main() -> None:
         embed_s = time.perf_counter() - started
         large_texts, large_vectors = synthesize(texts, vectors, args.large)
         rows, qps_rows = [], []
-        for label, (t, v) in (
-            ("SciFact", (texts, vectors)),
-            ("synthetic", (large_texts, large_vectors)),
+        large_groups = [g * args.large // 100 for g in (1, 4, 15)]
+        large_groups.append(args.large - sum(large_groups))
+        for label, (t, v), groups in (
+            ("SciFact", (texts, vectors), [len(texts)]),
+            ("synthetic", (large_texts, large_vectors), large_groups),
         ):
             started = time.perf_counter()
-            load(t, v, f"bench-{label}", settings.embedding_model)
+            collection_ids = load(t, v, f"bench-{label}", settings.embedding_model, groups)
             load_s = time.perf_counter() - started
-            with session_scope() as s:
-                collection_id = s.execute(
-                    text("SELECT id FROM collections WHERE name = :n"), {"n": f"bench-{label}"}
-                ).scalar_one()
-                with lexical_index().synced(s):
-                    pass  # load BM25 before timing
-            for mode, figures in latencies(queries, collection_id).items():
+            with session_scope() as s, lexical_index().synced(s):
+                pass  # load BM25 before timing
+            for mode, figures in latencies(queries, collection_ids).items():
                 rows.append([f"{label} ({len(t):,} chunks)", mode, *figures])
             print(f"loaded {label}: {len(t):,} chunks in {load_s:.0f}s", file=sys.stderr)
+        query_vectors = embedder.encode(queries, 64)
+        filter_rows = filtered_dense(query_vectors, collection_ids, large_groups, depth=100)
         qps_rows.append(bm25_versus_rank_bm25(texts, queries, len(queries)))
         qps_rows.append(bm25_versus_rank_bm25(large_texts, queries, args.reference_sample))
         qps_rows.append(bm25_versus_rank_bm25(large_texts, queries, args.reference_sample, [1, 2]))
@@ -216,6 +269,13 @@ def main() -> None:
             "Search latency (ms) through app.retrieval.search.search",
             ["corpus", "mode", "p50", "p95", "p50 of each stage"],
             rows,
+        )
+    )
+    print(
+        table(
+            "Dense search limited to some collections (ms; depth 100): exact scan vs filtered HNSW",
+            ["chunks searched", "exact p50", "exact p95", "HNSW p50", "HNSW p95", "HNSW recall"],
+            filter_rows,
         )
     )
     print(
