@@ -1,4 +1,4 @@
-"""BM25 against rank-bm25 (BM25Plus), fusion and tokenisation: pure functions."""
+"""BM25 against rank-bm25 (BM25Plus), fusion, tokenisation, the dense scan plan: pure code."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Plus
 
+from app.retrieval import dense
 from app.retrieval.fusion import Candidate, fuse
 from app.retrieval.lexical import BM25Index
 from app.retrieval.tokenize import tokenize
@@ -195,3 +196,19 @@ def test_bounds_place_scores_between_least_and_most():
         _, scores, least, most = index.matches(tokenize(query))
         assert (least, most) == index.bounds(tokenize(query))
         assert all(least < s <= most for s in scores)
+
+
+@pytest.mark.parametrize(
+    ("allowed_rows", "total_rows", "plan"),
+    [
+        (None, None, 100),  # no filter: the index, ef_search at least depth
+        (100_000, 100_000, 100),  # a filter that leaves nothing out
+        (5, 100_000, None),  # few chunks: exact
+        (10_000, 100_000, None),  # would need ef_search 2,000: the scan would come back short
+        (20_000, 100_000, 1000),  # twice depth expected among the candidates
+        (50_000, 100_000, 400),
+        (1_500, 3_000, None),  # an exact scan of this many is as quick as the index
+    ],
+)
+def test_dense_scan_plan(allowed_rows, total_rows, plan):
+    assert dense.scan_plan(100, 40, allowed_rows, total_rows) == plan

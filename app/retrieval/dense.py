@@ -2,13 +2,15 @@
 
 The collection filter sits inside the same SQL query. pgvector (0.6) applies a WHERE clause
 after the HNSW scan has picked its `ef_search` candidates, so a filter that keeps few chunks
-could return fewer than asked, or none. When the allowed chunks are few (or the index scan
-comes back short) the query runs as an exact scan over just those chunks instead, which is
-both exact and fast at that size; otherwise `hnsw.ef_search` is raised in proportion to how
-selective the filter is."""
+could return fewer than asked, or none. A filtered search therefore raises `hnsw.ef_search`
+in proportion to how selective the filter is (twice `depth` allowed chunks expected among the
+candidates), and runs as an exact scan over just the allowed chunks instead when they are few,
+when the ef_search it would need passes EF_SEARCH_MAX (the scan would come back short), or
+when the index scan did come back short. `benchmarks/search.py` measures both paths."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,9 +20,10 @@ from sqlalchemy.orm import Session
 
 from app.models import Chunk
 
-# Below this many allowed chunks (when the filter leaves some out) an exact scan is cheaper
-# than a filtered HNSW scan, and loses nothing.
-EXACT_SCAN_MAX_ROWS = 20_000
+# Up to this many allowed chunks (when the filter leaves some out) an exact scan is no slower
+# than the cheapest filtered HNSW scan, and loses nothing: an exact scan costs about 4 us a
+# chunk, an HNSW scan at ef_search 200-400 5-10 ms (benchmarks/search.py prints both).
+EXACT_SCAN_MAX_ROWS = 2_000
 EF_SEARCH_MAX = 1000
 
 
@@ -58,23 +61,30 @@ def dense_search(
         if not allowed:
             return []
         stmt = stmt.where(Chunk.collection_id.in_(list(allowed)))
-    selective = (
-        allowed is not None and allowed_rows is not None and allowed_rows < (total_rows or 0)
-    )
-    exact = selective and allowed_rows is not None and allowed_rows <= EXACT_SCAN_MAX_ROWS
-    if not exact:
-        ef = max(ef_search, depth)
-        if selective and allowed_rows and total_rows:
-            ef = int(min(EF_SEARCH_MAX, max(ef, 2 * depth * total_rows / allowed_rows)))
+    ef = scan_plan(depth, ef_search, allowed_rows, total_rows)
+    if ef is not None:
         # Ordered by distance alone: the HNSW index gives that order, and a second key
         # (the id, for ties) would make the planner sort a sequential scan instead.
-        rows = _with_setting(session, "hnsw.ef_search", str(int(ef)), stmt.order_by(distance))
+        rows = _with_setting(session, "hnsw.ef_search", str(ef), stmt.order_by(distance))
         wanted = depth if allowed_rows is None else min(depth, allowed_rows)
         if allowed is None or len(rows) >= wanted:
             return sorted(((int(i), 1.0 - float(d)) for i, d in rows), key=lambda r: (-r[1], r[0]))
     # Exact: no plain index scans (the HNSW index), bitmap scans of the filter index allowed.
     rows = _with_setting(session, "enable_indexscan", "off", stmt.order_by(distance, Chunk.id))
     return [(int(i), 1.0 - float(d)) for i, d in rows]
+
+
+def scan_plan(
+    depth: int, ef_search: int, allowed_rows: int | None, total_rows: int | None
+) -> int | None:
+    """The hnsw.ef_search of an HNSW scan, or None for an exact scan of the allowed chunks."""
+    ef = max(ef_search, depth)
+    if allowed_rows is None or total_rows is None or allowed_rows >= total_rows:
+        return ef  # no filter, or its selectivity unknown: try the index
+    if allowed_rows <= EXACT_SCAN_MAX_ROWS:
+        return None
+    ef = max(ef, math.ceil(2 * depth * total_rows / allowed_rows))
+    return ef if ef <= EF_SEARCH_MAX else None
 
 
 def _with_setting(session: Session, name: str, value: str, stmt) -> list:

@@ -293,10 +293,10 @@ class BM25Index:
         return [self.vocab[t] for t in query_tokens if t in self.vocab]
 
     def matches(self, query_tokens: Sequence[str], allowed: Sequence[int] | None = None) -> Matches:
-        """Every chunk (of `allowed` collections; all when None) that holds a query term, and
-        its score, with the query's bounds. Chunks holding none score the least (`bounds`) and are left out. Every
-        such chunk scores above the least (BM25+ idf is positive for a term a visible chunk
-        holds), so a score above zero before the least is added marks a hit."""
+        """Every chunk (of `allowed` collections; all when None) that holds a query term, its
+        score, and the query's bounds. Chunks holding none score the least and are left out;
+        every other scores above it (BM25+ idf is positive for a term a visible chunk holds),
+        so a score above zero before the least is added marks a hit."""
         allowed_ids = _key(allowed)
         terms, avgdl = self._scope(self._term_ids(query_tokens), allowed_ids)
         least, most = self._bounds(terms)
