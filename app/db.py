@@ -7,11 +7,12 @@ Commits happen in one place per unit of work: `session_scope()` for tasks and th
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import BigInteger, ColumnElement, Engine, bindparam, create_engine, func
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from app.config import Settings, get_settings
@@ -23,6 +24,13 @@ class Base(DeclarativeBase):
 
 _lock = threading.Lock()
 _engines: dict[str, tuple[Engine, sessionmaker[Session]]] = {}
+
+
+def any_of(column, ids: Sequence[int]) -> ColumnElement[bool]:
+    """`column = ANY(:ids)`: one array parameter instead of IN with one per id, which makes
+    each list length a new statement to render and plan (1.3 ms of 4 for 100 ids on the
+    search path)."""
+    return column == func.any(bindparam(None, list(ids), type_=ARRAY(BigInteger)))
 
 
 def _get(settings: Settings | None) -> tuple[Engine, sessionmaker[Session]]:

@@ -18,6 +18,7 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy import bindparam, cast, func, select, text
 from sqlalchemy.orm import Session
 
+from app.db import any_of
 from app.models import Chunk
 
 # Up to this many allowed chunks (when the filter leaves some out) an exact scan is no slower
@@ -104,5 +105,5 @@ def similarities(
     if not chunk_ids:
         return {}
     distance = _distance(dimension, query)
-    rows = session.execute(select(Chunk.id, distance).where(Chunk.id.in_(list(chunk_ids)))).all()
+    rows = session.execute(select(Chunk.id, distance).where(any_of(Chunk.id, chunk_ids))).all()
     return {int(i): 1.0 - float(d) for i, d in rows}

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
+from app.db import any_of
 from app.errors import Invalid
 from app.ingest.chunk import context_prefix
 from app.ingest.embed import get_embedder
@@ -295,7 +296,7 @@ def _load_hits(session: Session, chunk_ids: list[int]) -> list[Hit]:
         select(Chunk, Document.filename, Document.title, Collection.name)
         .join(Document, Document.id == Chunk.document_id)
         .join(Collection, Collection.id == Document.collection_id)
-        .where(Chunk.id.in_(chunk_ids))
+        .where(any_of(Chunk.id, chunk_ids))
     ).all()
     by_id = {
         chunk.id: Hit(
