@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -25,7 +25,11 @@ def sign_in(driver, url: str, email: str = ADMIN_EMAIL, password: str = ADMIN_PA
     driver.find_element(By.NAME, "email").send_keys(email)
     driver.find_element(By.NAME, "password").send_keys(password)
     driver.find_element(By.CSS_SELECTOR, "form.stack button[type=submit]").click()
-    WebDriverWait(driver, 30).until(lambda d: "/signin" not in d.current_url)
+    try:
+        WebDriverWait(driver, 60).until(lambda d: "/signin" not in d.current_url)
+    except TimeoutException:  # say what the page said (an error, a limit) rather than nothing
+        body = driver.find_element(By.TAG_NAME, "body").text
+        raise AssertionError(f"sign-in as {email} stayed at {driver.current_url}: {body}") from None
 
 
 def test_upload_two_files_and_watch_both_reach_indexed(
