@@ -301,7 +301,7 @@ class BM25Index:
         terms, avgdl = self._scope(self._term_ids(query_tokens), allowed_ids)
         least, most = self._bounds(terms)
         if not terms:
-            return Matches(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64), 0.0, 0.0)
+            return Matches(np.zeros(0, dtype=np.int64), np.zeros(0), least, most)
         ids, scores = [], []
         for s in self.segments:
             row_scores = np.zeros(s.tf.shape[0], dtype=np.float64)
