@@ -143,7 +143,7 @@ def filtered_dense(
     plan = dense.scan_plan
     forced = {
         "exact": lambda *a: None,
-        "hnsw": lambda d, e, allowed, total: min(1000, max(e, d, 2 * d * total // allowed)),
+        "hnsw": lambda *a: min(dense.EF_SEARCH_MAX, dense.filtered_ef(*a)),
     }
     with session_scope() as s:
         generation = s.scalars(select(IndexGeneration).where(IndexGeneration.state == "live")).one()
@@ -156,19 +156,21 @@ def filtered_dense(
                 for path, choose in forced.items():
                     dense.scan_plan = choose  # type: ignore[assignment]
                     started = time.perf_counter()
-                    found[path] = dense.dense_search(
-                        s,
-                        v,
-                        generation_id=generation.id,
-                        dimension=generation.dimension,
-                        depth=depth,
-                        ef_search=ef_search,
-                        allowed=allowed,
-                        allowed_rows=allowed_rows,
-                        total_rows=total,
-                    )
+                    try:
+                        found[path] = dense.dense_search(
+                            s,
+                            v,
+                            generation_id=generation.id,
+                            dimension=generation.dimension,
+                            depth=depth,
+                            ef_search=ef_search,
+                            allowed=allowed,
+                            allowed_rows=allowed_rows,
+                            total_rows=total,
+                        )
+                    finally:
+                        dense.scan_plan = plan
                     times[path].append((time.perf_counter() - started) * 1000)
-                dense.scan_plan = plan
                 exact = {c for c, _ in found["exact"]}
                 recall.append(len(exact & {c for c, _ in found["hnsw"]}) / len(exact))
             picked = plan(depth, ef_search, allowed_rows, total)

@@ -79,13 +79,17 @@ def scan_plan(
     depth: int, ef_search: int, allowed_rows: int | None, total_rows: int | None
 ) -> int | None:
     """The hnsw.ef_search of an HNSW scan, or None for an exact scan of the allowed chunks."""
-    ef = max(ef_search, depth)
     if allowed_rows is None or total_rows is None or allowed_rows >= total_rows:
-        return ef  # no filter, or its selectivity unknown: try the index
+        return max(ef_search, depth)  # no filter, or its selectivity unknown: try the index
     if allowed_rows <= EXACT_SCAN_MAX_ROWS:
         return None
-    ef = max(ef, math.ceil(2 * depth * total_rows / allowed_rows))
+    ef = filtered_ef(depth, ef_search, allowed_rows, total_rows)
     return ef if ef <= EF_SEARCH_MAX else None
+
+
+def filtered_ef(depth: int, ef_search: int, allowed_rows: int, total_rows: int) -> int:
+    """The ef_search at which twice `depth` allowed chunks are expected among the candidates."""
+    return max(ef_search, depth, math.ceil(2 * depth * total_rows / max(allowed_rows, 1)))
 
 
 def _with_setting(session: Session, name: str, value: str, stmt) -> list:

@@ -256,11 +256,10 @@ class BM25Index:
         query term some such chunk holds, and their average length. A collection's scores
         then depend on nothing it cannot see (no other collection moves them, and none
         leaks through them), and equal rank-bm25's over those chunks alone."""
-        stats = self.stats()
         if allowed is not None:
             counts, tokens = self._collection_totals()
             n = sum(counts[c] for c in allowed)
-            if n < stats.n:
+            if n < sum(counts.values()):  # some chunks are out of sight
                 idf = {}
                 for t in set(term_ids):
                     df = sum(
@@ -272,6 +271,7 @@ class BM25Index:
                         idf[t] = float(np.log((n + 1) / df))
                 avgdl = sum(tokens[c] for c in allowed) / n if n else 0.0
                 return [(t, idf[t]) for t in term_ids if t in idf], avgdl
+        stats = self.stats()  # every live chunk: the index-wide statistics, cached
         return [(t, float(stats.idf[t])) for t in term_ids if stats.idf[t] > 0], stats.avgdl
 
     def bounds(
