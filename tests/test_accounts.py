@@ -4,17 +4,20 @@ property that nobody ever gets a result from a collection they may not read."""
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import create_engine, event, select, text, update
+from sqlalchemy.orm import Session
 
 from app import accounts
 from app.config import Settings
@@ -35,7 +38,7 @@ from app.retrieval.search import search
 from app.retrieval.tokenize import tokenize
 from app.services.worker_process import WorkerProcess
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-from tests.helpers import groundwork
+from tests.helpers import groundwork, serving
 
 PASSWORD = "a long enough password"
 
@@ -93,6 +96,32 @@ def test_sign_in_sets_a_secure_http_only_session_cookie(browser: TestClient, adm
                 AuditEvent.action == "signin", AuditEvent.actor_email == ADMIN_EMAIL
             )
         )
+
+
+def test_a_redirect_followed_at_once_finds_what_the_request_wrote(
+    settings: Settings, admin_key: str
+):
+    """The request's database session commits before its response is sent: a browser that
+    follows the sign-in redirect at once is signed in. (A slow commit makes the race certain;
+    committing after the response, FastAPI's default for dependencies with yield, fails.)"""
+
+    def slow_commit(session) -> None:
+        time.sleep(0.5)
+
+    with (
+        serving(create_app(settings)) as url,
+        httpx.Client(base_url=url, follow_redirects=True) as client,
+    ):
+        token = csrf_of(client, "/signin")  # type: ignore[arg-type]
+        event.listen(Session, "before_commit", slow_commit)
+        try:
+            response = client.post(
+                "/signin",
+                data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "csrf_token": token},
+            )
+        finally:
+            event.remove(Session, "before_commit", slow_commit)
+    assert response.status_code == 200 and str(response.url) == f"{url}/", response.url
 
 
 @pytest.mark.parametrize(

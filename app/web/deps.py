@@ -31,13 +31,15 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """A session per request; committed when the route returns without error. Routes that
-    enqueue tasks commit first themselves, so that a worker always finds the rows."""
+    """A session per request; committed when the route returns without error, before the
+    response is sent (scope="function"): a browser that follows a redirect at once (signing
+    in, then the page it asked for) must find what the request wrote. Routes that enqueue
+    tasks commit first themselves, so that a worker always finds the rows."""
     with session_scope(request.app.state.settings) as session:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def bearer(request: Request) -> str | None:
