@@ -1,4 +1,5 @@
-"""BM25 against rank-bm25 (BM25Plus), fusion, tokenisation, the dense scan plan: pure code."""
+"""BM25 against rank-bm25 (BM25Plus), fusion, tokenisation, the dense scan plan, query
+embedding: pure code."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Plus
 
+from app.ingest.embed import get_embedder
 from app.retrieval import dense
 from app.retrieval.fusion import Candidate, fuse
 from app.retrieval.lexical import BM25Index
@@ -212,3 +214,16 @@ def test_bounds_place_scores_between_least_and_most():
 )
 def test_dense_scan_plan(allowed_rows, total_rows, plan):
     assert dense.scan_plan(100, 40, allowed_rows, total_rows) == plan
+
+
+def test_a_query_gets_the_vector_its_text_gets_in_a_batch():
+    """A single text takes a shorter path through the model than a batch; the vectors must
+    not differ, or queries would be compared with chunks in a slightly different space."""
+    embedder = get_embedder()
+    texts = ["cat on the mat", CORPUS[3], " ".join(CORPUS * 4)]  # the last one is cut at 256
+    batch = embedder.encode(texts)
+    for text, expected in zip(texts, batch, strict=True):
+        (single,) = embedder.encode([text])
+        assert single.dtype == np.float32
+        np.testing.assert_allclose(single, expected, atol=1e-5)
+        assert abs(float(np.linalg.norm(single)) - 1.0) < 1e-5
