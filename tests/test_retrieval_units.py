@@ -93,11 +93,18 @@ def test_a_merge_leaves_a_large_segment_and_removals_still_find_their_rows():
 
 
 def test_scores_stay_equal_when_queries_and_changes_interleave():
-    """Cached per-term weights, collection masks and counts follow every add and removal."""
+    """Cached document frequencies, collection masks and counts follow every add and removal
+    (the second removal hits segments whose frequencies the queries after the first cached)."""
     tokens = [tokenize(t) for t in CORPUS]
     index = BM25Index()
     live: list[int] = []
-    steps = [("add", range(0, 5)), ("add", range(5, 9)), ("remove", [1, 6]), ("add", [9, 10, 11])]
+    steps = [
+        ("add", range(0, 5)),
+        ("add", range(5, 9)),
+        ("remove", [1, 6]),
+        ("add", [9, 10, 11]),
+        ("remove", [0, 7, 10]),
+    ]
     for action, ids in steps:
         if action == "add":
             index.add((i, i, 1 + i % 2, tokens[i]) for i in ids)

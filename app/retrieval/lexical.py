@@ -42,22 +42,29 @@ class Segment:
     lengths: np.ndarray  # float64, tokens per chunk
     tf: sparse.csc_matrix  # rows: chunks, columns: term ids known when it was built
     live: np.ndarray  # bool
-    _df: np.ndarray | None = field(default=None, repr=False)
+    dead: int = 0  # rows no longer live
+    # Live rows holding a term, for the terms queries asked about (until rows die).
+    _df: dict[int, int] = field(default_factory=dict, repr=False)
     # Rows that are live and in the allowed collections, per allowed set (until rows die).
     _masks: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, repr=False)
 
-    @property
-    def df(self) -> np.ndarray:
-        """Live rows containing each term (cached until rows die)."""
-        if self._df is None:
-            indptr = self.tf.indptr.astype(np.int64)
-            if self.live.all():
-                self._df = np.diff(indptr)
-            else:  # live postings before each column start, differenced
-                held = np.zeros(self.tf.nnz + 1, dtype=np.int64)
-                np.cumsum(self.live[self.tf.indices], out=held[1:])
-                self._df = held[indptr[1:]] - held[indptr[:-1]]
-        return self._df
+    def df(self, term_id: int, allowed: tuple[int, ...] | None) -> int:
+        """How many rows that are live (and in `allowed`, unless None) hold the term. Read
+        off the column pointers while every row is live; else counted over the term's
+        postings, which a query reads anyway, so a removal costs the next query only its own
+        terms, not a pass over the whole segment."""
+        if term_id >= self.tf.shape[1]:
+            return 0
+        at = self.postings(term_id)
+        if allowed is None:
+            if not self.dead:
+                return int(at.stop - at.start)
+            if (n := self._df.get(term_id)) is None:
+                if len(self._df) > 65536:
+                    self._df.clear()
+                n = self._df[term_id] = int(self.live[self.tf.indices[at]].sum())
+            return n
+        return int(self.mask(allowed)[self.tf.indices[at]].sum())
 
     def postings(self, term_id: int) -> slice:
         return slice(self.tf.indptr[term_id], self.tf.indptr[term_id + 1])
@@ -80,16 +87,11 @@ class Segment:
         return m
 
     def kill(self, row: int) -> None:
-        self.live[row] = False
-        self._df = None
+        if self.live[row]:
+            self.live[row] = False
+            self.dead += 1
+        self._df.clear()
         self._masks.clear()
-
-
-@dataclass
-class Stats:
-    n: int
-    avgdl: float
-    idf: np.ndarray  # per term id: log((N + 1) / df), 0 for terms no live chunk holds
 
 
 Row = tuple[int, int, int, Sequence[str]]  # chunk id, document id, collection id, tokens
@@ -108,7 +110,6 @@ class BM25Index:
         self.vocab: dict[str, int] = {}
         self.segments: list[Segment] = []
         self.rows_of_document: dict[int, list[tuple[int, int]]] = {}
-        self._stats: Stats | None = None
         self._totals: tuple[Counter[int], Counter[int]] | None = None
 
     # -- building -------------------------------------------------------------------------
@@ -160,7 +161,7 @@ class BM25Index:
         self.segments.append(segment)
         for row, document_id in enumerate(segment.document_ids.tolist()):
             self.rows_of_document.setdefault(document_id, []).append((index, row))
-        self._stats = self._totals = None
+        self._totals = None
 
     def remove_documents(self, document_ids: Iterable[int]) -> int:
         removed = 0
@@ -169,7 +170,7 @@ class BM25Index:
                 self.segments[index].kill(row)
                 removed += 1
         if removed:
-            self._stats = self._totals = None
+            self._totals = None
         return removed
 
     def _merge(self) -> None:
@@ -213,21 +214,7 @@ class BM25Index:
     # -- statistics -----------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return int(sum(s.live.sum() for s in self.segments))
-
-    def stats(self) -> Stats:
-        if self._stats is None:
-            n = len(self)
-            df = np.zeros(len(self.vocab), dtype=np.int64)
-            total = 0.0
-            for s in self.segments:
-                df[: s.tf.shape[1]] += s.df
-                total += float(s.lengths[s.live].sum())
-            idf = np.zeros(len(df), dtype=np.float64)
-            present = df > 0
-            idf[present] = np.log((n + 1) / df[present])
-            self._stats = Stats(n=n, avgdl=total / n if n else 0.0, idf=idf)
-        return self._stats
+        return sum(self.collection_counts().values())
 
     def collection_counts(self) -> Counter[int]:
         """Live chunks per collection (kept until the index changes)."""
@@ -256,23 +243,17 @@ class BM25Index:
         query term some such chunk holds, and their average length. A collection's scores
         then depend on nothing it cannot see (no other collection moves them, and none
         leaks through them), and equal rank-bm25's over those chunks alone."""
-        if allowed is not None:
-            counts, tokens = self._collection_totals()
-            n = sum(counts[c] for c in allowed)
-            if n < sum(counts.values()):  # some chunks are out of sight
-                idf = {}
-                for t in set(term_ids):
-                    df = sum(
-                        int(s.mask(allowed)[s.tf.indices[s.postings(t)]].sum())
-                        for s in self.segments
-                        if t < s.tf.shape[1]
-                    )
-                    if df:
-                        idf[t] = float(np.log((n + 1) / df))
-                avgdl = sum(tokens[c] for c in allowed) / n if n else 0.0
-                return [(t, idf[t]) for t in term_ids if t in idf], avgdl
-        stats = self.stats()  # every live chunk: the index-wide statistics, cached
-        return [(t, float(stats.idf[t])) for t in term_ids if stats.idf[t] > 0], stats.avgdl
+        counts, tokens = self._collection_totals()
+        seen = list(counts) if allowed is None else [c for c in allowed if c in counts]
+        n = sum(counts[c] for c in seen)
+        if n == sum(counts.values()):
+            allowed = None  # every live chunk: no collection mask needed
+        idf = {}
+        for t in set(term_ids):
+            if df := sum(s.df(t, allowed) for s in self.segments):
+                idf[t] = float(np.log((n + 1) / df))
+        avgdl = sum(tokens[c] for c in seen) / n if n else 0.0
+        return [(t, idf[t]) for t in term_ids if t in idf], avgdl
 
     def bounds(
         self, query_tokens: Sequence[str], allowed: Sequence[int] | None = None
