@@ -186,13 +186,12 @@ def filtered_dense(
 
 
 def bm25_versus_rank_bm25(
-    texts: list[str], queries: list[str], sample: int, allowed: list[int] | None = None
+    tokens: list[list[str]], queries: list[str], sample: int, allowed: list[int] | None = None
 ) -> list[object]:
     """Our queries/s on an index built just now, against rank-bm25's over the same chunks
     (the first `sample` queries), and the largest score difference. With `allowed`, the
     chunks are spread over three collections and ours searches only those given; rank-bm25
     then holds just their chunks."""
-    tokens = [tokenize(t) for t in texts]
     ours = BM25Index()
     ours.add((i, i, 1 + i % 3, t) for i, t in enumerate(tokens))
     visible = [i for i in range(len(tokens)) if allowed is None or 1 + i % 3 in allowed]
@@ -212,12 +211,38 @@ def bm25_versus_rank_bm25(
         diff = np.abs(np.array([got.get(i, found.least) for i in visible]) - want)
         worst = max(worst, float(diff.max()))
     return [
-        f"{len(texts):,}",
+        f"{len(tokens):,}",
         "all" if allowed is None else f"{len(visible):,} ({len(allowed)} of 3 collections)",
         f"{qps:.0f}",
         f"{ref_qps:.2f}",
         f"{qps / ref_qps:.0f}x",
         f"{worst:.1e}",
+    ]
+
+
+def after_removals(tokens: list[list[str]], queries: list[str], removals: int = 10) -> list[str]:
+    """BM25 query time (ms) on an index built just now, and of the first query after each of
+    `removals` documents (ten chunks each) is removed: a removal must not cost the next query
+    a pass over the whole index."""
+    index = BM25Index()
+    index.add((i, i // 10, 1, t) for i, t in enumerate(tokens))
+    query_tokens = [tokenize(q) for q in queries]
+
+    def timed(q: list[str]) -> float:
+        started = time.perf_counter()
+        index.search(q, 10)
+        return (time.perf_counter() - started) * 1000
+
+    steady = [timed(q) for q in query_tokens]
+    first = []
+    for i in range(removals):
+        index.remove_documents([i * 997 % (len(tokens) // 10)])
+        first.append(timed(query_tokens[i % len(query_tokens)]))
+    return [
+        f"{len(tokens):,}",
+        f"{np.median(steady):.1f}",
+        f"{np.median(first):.1f}",
+        f"{max(first):.1f}",
     ]
 
 
@@ -263,9 +288,12 @@ def main() -> None:
             print(f"loaded {label}: {len(t):,} chunks in {load_s:.0f}s", file=sys.stderr)
         query_vectors = embedder.encode(queries, 64)
         filter_rows = filtered_dense(query_vectors, collection_ids, large_groups, depth=100)
-        qps_rows.append(bm25_versus_rank_bm25(texts, queries, len(queries)))
-        qps_rows.append(bm25_versus_rank_bm25(large_texts, queries, args.reference_sample))
-        qps_rows.append(bm25_versus_rank_bm25(large_texts, queries, args.reference_sample, [1, 2]))
+        tokens = [tokenize(t) for t in texts]
+        large_tokens = [tokenize(t) for t in large_texts]
+        qps_rows.append(bm25_versus_rank_bm25(tokens, queries, len(queries)))
+        qps_rows.append(bm25_versus_rank_bm25(large_tokens, queries, args.reference_sample))
+        qps_rows.append(bm25_versus_rank_bm25(large_tokens, queries, args.reference_sample, [1, 2]))
+        removal_row = after_removals(large_tokens, queries)
 
     print(f"machine: {machine()}")
     print(
@@ -300,6 +328,13 @@ def main() -> None:
             "BM25 queries/s, this index vs rank-bm25 BM25Plus, same chunks and tokens",
             ["chunks", "searched", "ours q/s", "rank-bm25 q/s", "speed-up", "max |score diff|"],
             qps_rows,
+        )
+    )
+    print(
+        table(
+            "BM25 query time (ms) after a removal, index built just now",
+            ["chunks", "p50, no removal", "p50, first after a removal", "max, first after one"],
+            [removal_row],
         )
     )
 
