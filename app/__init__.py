@@ -12,7 +12,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 # torch's OpenMP workers (libgomp) spin 300,000 rounds after each parallel region before they
 # sleep, holding the second core while Postgres answers the query that follows the embedding.
 # 10,000 rounds: hybrid search p95 at 100,000 chunks 46.5-52.5 -> 38.4-43.6 ms on 2 cores,
-# batch embedding unchanged (README, "Search speed").
+# batch embedding unchanged (README, "Quality and cost", Search).
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,7 +1,7 @@
 """Search speed: p50/p95 latency of each mode through the real search entry point at the
 SciFact size and at 100,000 chunks; dense search limited to a few collections of the 100,000,
 exact scan against filtered HNSW; and BM25 queries/s against rank-bm25 on the same chunks (with
-the scores checked equal). One run; prints tables.
+the scores checked equal), and BM25's first query after a removal. One run; prints tables.
 
 The SciFact-size corpus is SciFact's abstracts (one chunk each, embedded for real). The
 100,000-chunk corpus is made from them so that embedding time does not dominate: each chunk
