@@ -178,7 +178,7 @@ class BM25Index:
         at least twice the live size of everything after it, and mostly live, is left as it
         is: adding a few chunks to a large index then costs in proportion to the small
         segments, not to the whole index, and segment sizes stay geometric (few segments)."""
-        live_rows = [int(s.live.sum()) for s in self.segments]
+        live_rows = [len(s.live) - s.dead for s in self.segments]
         start = 0
         while (
             start < len(self.segments) - 2
@@ -214,7 +214,11 @@ class BM25Index:
     # -- statistics -----------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return sum(self.collection_counts().values())
+        return self.count()
+
+    def count(self, allowed: Sequence[int] | None = None) -> int:
+        """Live chunks (of the `allowed` collections; all when None)."""
+        return _over(self.collection_counts(), allowed)
 
     def collection_counts(self) -> Counter[int]:
         """Live chunks per collection (kept until the index changes)."""
@@ -244,15 +248,14 @@ class BM25Index:
         then depend on nothing it cannot see (no other collection moves them, and none
         leaks through them), and equal rank-bm25's over those chunks alone."""
         counts, tokens = self._collection_totals()
-        seen = list(counts) if allowed is None else [c for c in allowed if c in counts]
-        n = sum(counts[c] for c in seen)
-        if n == sum(counts.values()):
+        n = _over(counts, allowed)
+        avgdl = _over(tokens, allowed) / n if n else 0.0
+        if n == len(self):
             allowed = None  # every live chunk: no collection mask needed
         idf = {}
         for t in set(term_ids):
             if df := sum(s.df(t, allowed) for s in self.segments):
                 idf[t] = float(np.log((n + 1) / df))
-        avgdl = sum(tokens[c] for c in seen) / n if n else 0.0
         return [(t, idf[t]) for t in term_ids if t in idf], avgdl
 
     def bounds(
@@ -301,6 +304,12 @@ class BM25Index:
         """The top `k` (chunk id, score), best first (ties by chunk id)."""
         found = self.matches(query_tokens, allowed)
         return top_k(found.ids, found.scores, k)
+
+
+def _over(per_collection: Counter[int], allowed: Sequence[int] | None) -> int:
+    if allowed is None:
+        return sum(per_collection.values())
+    return sum(per_collection[c] for c in set(allowed))
 
 
 def _key(allowed: Sequence[int] | None) -> tuple[int, ...] | None:

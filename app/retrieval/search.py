@@ -153,8 +153,8 @@ def retrieve(
     allowed = None if collections is None else sorted(set(collections))
     t = time.perf_counter()
     with _lexical(session, pinned, settings.database_url) as (generation, index):
-        counts = index.collection_counts() if allowed is not None else None
         total_rows = len(index)
+        allowed_rows = None if allowed is None else index.count(allowed)
         if mode != "dense":
             matched = index.matches(tokenize(query), allowed)
     t = clock.lap("bm25" if mode != "dense" else "generation", t)  # dense: which is live
@@ -168,7 +168,6 @@ def retrieve(
 
     query_vector = get_embedder(generation.embedding_model).encode([query])[0]
     t = clock.lap("embed", t)
-    allowed_rows = sum(counts.get(c, 0) for c in allowed) if counts and allowed else None
     found.dense = dense.dense_search(
         session,
         query_vector,
