@@ -207,6 +207,29 @@ def test_new_version_replaces_old_chunks_atomically(client: TestClient):
     assert chunk_rows(v2_id)[0][1] == "Version two, rewritten."
 
 
+def test_one_upload_with_a_name_twice_keeps_the_later_file(client: TestClient):
+    """Both versions land in one batch: the later replaces the earlier, and neither is left
+    half-done (the earlier was once deleted under its own chunk insert and stuck)."""
+    collection = new_collection()
+    response = upload(
+        client,
+        collection,
+        ("minutes.txt", b"Minutes, first draft: the budget is open."),
+        ("minutes.txt", b"Minutes, final: the budget is approved."),
+    )
+    older, newer = (d["id"] for d in response.json()["documents"])
+    assert older < newer
+    deadline = time.monotonic() + 120
+    while client.get(f"/api/documents/{newer}").json()["status"] != "indexed":
+        assert time.monotonic() < deadline, client.get(f"/api/documents/{newer}").json()
+        time.sleep(0.3)
+    assert client.get(f"/api/documents/{older}").status_code == 404
+    listed = client.get("/api/documents", params={"collection": collection}).json()["documents"]
+    assert [(d["id"], d["filename"]) for d in listed] == [(newer, "minutes.txt")]
+    assert chunk_rows(newer) == [(0, "Minutes, final: the budget is approved.")]
+    assert chunk_rows(older) == []
+
+
 def test_delete_removes_document_file_and_chunks(client: TestClient):
     doc = upload(client, new_collection(), ("gone.md", b"# Gone\n\nSoon deleted.")).json()
     doc_id = doc["documents"][0]["id"]

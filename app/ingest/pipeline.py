@@ -387,9 +387,11 @@ def _embed(jobs: list[Job], batch_size: int, progress: _Progress) -> None:
 def _write(jobs: list[Job]) -> None:
     """One transaction for the batch: each document's chunks in every target generation, the
     documents indexed, their older versions removed, and the changes noted for in-memory
-    indexes. A reader sees a document's old chunks or its new ones, never both or neither."""
+    indexes. A reader sees a document's old chunks or its new ones, never both or neither.
+    Outcomes are set once the transaction has committed: if it fails, the batch fails."""
     if not jobs:
         return
+    outcomes: dict[int, str] = {}
     with session_scope() as session:
         docs = {
             d.id: d
@@ -409,12 +411,18 @@ def _write(jobs: list[Job]) -> None:
                 )
             )
         }
+        # Two versions of one file in the same batch (one upload with the name twice): the
+        # newer replaces the older, which is removed below rather than written.
+        newest = {(d.collection_id, d.filename): d.id for d in docs.values()}
         changed: list[int] = []
         chunks: dict[int, list[DocumentChunks]] = {g: [] for g in generations}
         for job in jobs:
             doc = docs.get(job.document_id)
             if doc is None:
-                job.outcome = "gone"
+                outcomes[job.document_id] = "gone"
+                continue
+            if job.attempt_id is not None and newest[doc.collection_id, doc.filename] != doc.id:
+                outcomes[doc.id] = "superseded"  # deleted, with its attempts, by the newer
                 continue
             live_chunks = 0
             for plan, rows, vectors in zip(job.plans, job.rows, job.vectors, strict=True):
@@ -426,7 +434,7 @@ def _write(jobs: list[Job]) -> None:
                 chunks[generation.id].append(
                     DocumentChunks(doc.id, doc.collection_id, rows, vectors)
                 )
-            job.outcome = "indexed"
+            outcomes[doc.id] = "indexed"
             if job.attempt_id is None:  # building a generation: the document stays as it is
                 continue
             older = list(
@@ -454,7 +462,9 @@ def _write(jobs: list[Job]) -> None:
         for generation_id, documents in chunks.items():
             replace_chunks(session, generations[generation_id], documents)
         attempts = [
-            j.attempt_id for j in jobs if j.attempt_id is not None and j.outcome == "indexed"
+            j.attempt_id
+            for j in jobs
+            if j.attempt_id is not None and outcomes.get(j.document_id) == "indexed"
         ]
         if attempts:
             session.execute(
@@ -465,3 +475,5 @@ def _write(jobs: list[Job]) -> None:
         session.flush()
         if changed:
             record_change(session, changed)
+    for job in jobs:
+        job.outcome = outcomes.get(job.document_id)
