@@ -30,6 +30,7 @@ from app.models import (
     AuditEvent,
     Chunk,
     Collection,
+    CollectionMember,
     Document,
     User,
     UserSession,
@@ -233,6 +234,50 @@ def test_api_keys_need_no_csrf_and_can_be_revoked(browser: TestClient, settings:
             assert row is not None and row.key_hash != key and key.startswith(row.prefix)
         browser.post(f"/account/keys/{row.id}/revoke", headers={"X-CSRF-Token": token})
         assert api.get("/api/me", headers=headers).status_code == 401
+
+
+def test_members_add_documents_but_change_only_their_own(
+    client: TestClient, browser: TestClient, settings: Settings
+):
+    """Read access lets a member add documents; deleting or replacing one is for the member
+    who uploaded it and for admins."""
+    alice, bob = new_user(), new_user()
+    name = f"shared-{uuid.uuid4().hex[:6]}"
+    with TestClient(create_app(settings)) as api:
+        as_alice = {"Authorization": f"Bearer {key_for(alice)}"}
+        as_bob = {"Authorization": f"Bearer {key_for(bob)}"}
+        assert api.post("/api/collections", json={"name": name}, headers=as_alice).is_success
+        with session_scope() as s:
+            collection = s.scalar(select(Collection).where(Collection.name == name))
+            assert collection is not None
+            s.add(CollectionMember(collection_id=collection.id, user_id=bob.id))
+
+        def upload(headers: dict, filename: str, data: bytes) -> dict:
+            response = api.post(
+                "/api/documents",
+                data={"collection": name},
+                files=[("files", (filename, data, "text/plain"))],
+                headers=headers,
+            )
+            return response.json()["documents"][0]
+
+        hers = upload(as_alice, "plan.txt", b"Alice's plan: ship in May.")
+        replaced = upload(as_bob, "plan.txt", b"Bob's plan: ship never.")
+        assert replaced["status"] == "rejected" and "only they or an admin" in replaced["error"]
+        refused = api.delete(f"/api/documents/{hers['id']}", headers=as_bob)
+        assert refused.status_code == 403 and "only they or an admin" in refused.text
+        assert api.get(f"/api/documents/{hers['id']}", headers=as_bob).status_code == 200
+
+        his = upload(as_bob, "notes.txt", b"Bob's own notes.")
+        assert his["status"] == "queued"
+        newer = upload(as_bob, "notes.txt", b"Bob's own notes, revised.")
+        assert newer["status"] == "queued" and newer["id"] != his["id"]
+        sign_in(browser, bob.email, PASSWORD)
+        page = browser.get("/documents", params={"collection": name}).text
+        assert f"/documents/{newer['id']}/delete" in page  # his own: a Delete button
+        assert f'id="doc-{hers["id"]}"' in page and f"/documents/{hers['id']}/delete" not in page
+        assert api.delete(f"/api/documents/{newer['id']}", headers=as_bob).status_code == 204
+    assert client.delete(f"/api/documents/{hers['id']}").status_code == 204  # an admin may
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,11 @@ all call. Functions flush; the caller commits, then enqueues (`enqueue`).
 
 `readable` is the collection ids the caller may read (`app.accounts.readable_collections`),
 or None for all (admins, and the CLI). Something in a collection the caller cannot read is
-answered as if it did not exist."""
+answered as if it did not exist.
+
+A member may add documents to a collection they can read; deleting a document, or replacing
+it with new content under its name, is for the member who uploaded it and for admins
+(`may_change`)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from app.accounts import Account
-from app.errors import Conflict, Invalid, NotFound
+from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.ingest.detect import Rejected, accept, safe_filename
 from app.ingest.index import record_change
 from app.models import (
@@ -115,12 +119,23 @@ def add_rejected(
     return Added(doc, enqueue=False, http_status=status)
 
 
+def may_change(who: Account | None, doc: Document) -> bool:
+    """Whether `who` may delete or replace the document (None: the command line)."""
+    return who is None or who.is_admin or doc.uploaded_by == who.id
+
+
 def add_document(
-    session: Session, collection: Collection, filename: str, data: bytes, max_bytes: int
+    session: Session,
+    collection: Collection,
+    filename: str,
+    data: bytes,
+    max_bytes: int,
+    uploaded_by: Account | None = None,
 ) -> Added:
     """Store an upload. Identical content in the same collection is the same document (a
     failed one is retried); the same name with new content is a new version that replaces
-    the old one once it is indexed. A file that is not acceptable is recorded as rejected."""
+    the old one once it is indexed, if the uploader may change that one. A file that is not
+    acceptable is recorded as rejected."""
     name = safe_filename(filename)
     try:
         content_type = accept(data, name, max_bytes)
@@ -140,6 +155,9 @@ def add_document(
         .order_by(Document.id.desc())
         .limit(1)
     )
+    if previous is not None and not may_change(uploaded_by, previous):
+        reason = f"{name} was uploaded by someone else: only they or an admin can replace it"
+        return add_rejected(session, collection, name, len(data), reason, 403)
     doc = Document(
         collection_id=collection.id,
         filename=name,
@@ -148,6 +166,7 @@ def add_document(
         sha256=sha256,
         status=DocumentStatus.queued,
         supersedes_id=previous.id if previous is not None else None,
+        uploaded_by=uploaded_by.id if uploaded_by is not None else None,
     )
     try:
         with session.begin_nested():
@@ -216,10 +235,17 @@ def list_documents(
 
 
 def delete_document(
-    session: Session, document_id: int, readable: list[int] | None = None
+    session: Session,
+    document_id: int,
+    readable: list[int] | None = None,
+    who: Account | None = None,
 ) -> Document:
     """Remove a document, its file and its chunks; search stops finding it at the commit."""
     doc = get_document(session, document_id, readable)
+    if not may_change(who, doc):
+        raise Forbidden(
+            f"{doc.filename} was uploaded by someone else: only they or an admin can delete it"
+        )
     session.execute(delete(Document).where(Document.id == doc.id))
     record_change(session, [doc.id])
     return doc

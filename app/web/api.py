@@ -198,7 +198,7 @@ def delete_document(
     request: Request, document_id: int, session: SessionDep, who: CurrentUser
 ) -> Response:
     """Delete a document, its file and its chunks."""
-    doc = service.delete_document(session, document_id, readable(session, who))
+    doc = service.delete_document(session, document_id, readable(session, who), who.user)
     address = request.client.host if request.client else None
     accounts.audit(
         session, who.user, "document.delete", f"{doc.id} {doc.filename}", address=address

@@ -64,7 +64,7 @@ def document_row(request: Request, document_id: int, session: SessionDep, who: C
 
 @router.post("/documents/{document_id}/delete")
 def delete(request: Request, document_id: int, session: SessionDep, who: CurrentUser) -> Response:
-    doc = service.delete_document(session, document_id, readable(session, who))
+    doc = service.delete_document(session, document_id, readable(session, who), who.user)
     accounts.audit(
         session,
         who.user,

@@ -9,6 +9,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from app.ingest.service import may_change
 from app.web.deps import CSRF_COOKIE, csrf_token
 
 TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parents[2] / "templates")
@@ -26,6 +27,7 @@ def filesize(n: int | None) -> str:
 
 
 TEMPLATES.env.filters["filesize"] = filesize
+TEMPLATES.env.globals["may_change"] = may_change
 
 
 def is_htmx(request: Request) -> bool:

@@ -1,13 +1,22 @@
 """Receiving uploads as a stream. The multipart body is parsed as it arrives and each file is
-spooled to a temporary file; a file past MAX_UPLOAD_MB stops the request with 413 at that
-byte, before the rest of the body is read or stored. Both the upload page and the JSON API
-receive files here and hand them to the same service (`app.ingest.service.add_document`)."""
+spooled to a temporary file. A file past MAX_UPLOAD_MB is refused (413, recorded as rejected)
+at that byte: nothing more of it is kept, and the rest of its bytes are read and thrown away
+so that the files after it in the same request are still received. At most half the limit is
+thrown away in one request; past that the request is not read any further, and the refused
+file's reason says that files after it were not received. Files before it are always kept.
+Both the upload page and the JSON API receive files here and hand them to the same service
+(`app.ingest.service.add_document`).
+
+File names arrive as raw UTF-8 bytes in Content-Disposition (what browsers send), or as
+RFC 5987/2231 `filename*=UTF-8''…` (some clients); both are decoded to the exact name."""
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass, field
 from typing import IO
+from urllib.parse import unquote_to_bytes
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -28,7 +37,8 @@ SPOOL_IN_MEMORY = 1 << 20
 class ReceivedFile:
     filename: str
     file: IO[bytes]
-    size: int = 0
+    size: int = 0  # bytes received: the whole file, unless the request was cut short in it
+    refused: str | None = None  # why it is not kept (larger than the limit); its spool is closed
 
     def read(self) -> bytes:
         self.file.seek(0)
@@ -39,7 +49,7 @@ class ReceivedFile:
 class Received:
     files: list[ReceivedFile] = field(default_factory=list)
     fields: dict[str, str] = field(default_factory=dict)
-    too_large: str | None = None  # the name of a file refused for its size
+    skipped: int = 0  # bytes past the limit of refused files, read and thrown away
 
     def close(self) -> None:
         for f in self.files:
@@ -62,6 +72,7 @@ async def receive_files(request: Request, settings: Settings) -> Received:
     if ctype != b"multipart/form-data" or b"boundary" not in params:
         raise UnsupportedType("send the files as multipart/form-data (field name: files)")
     limit = settings.max_upload_bytes
+    skip_limit = limit // 2  # bytes of refused files read (and thrown away) per request
     request_limit = limit * MAX_FILES_PER_REQUEST + (1 << 20)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > request_limit:
@@ -85,16 +96,21 @@ async def receive_files(request: Request, settings: Settings) -> Received:
         part.header_value += data[start:end]
 
     def on_header_end() -> None:
+        # Latin-1 keeps one character per byte, so the parameters' bytes survive parsing and
+        # are decoded once, as UTF-8, afterwards (`_text`).
         part.headers[part.header_field.decode("latin-1").lower()] = part.header_value.decode(
-            "utf-8", errors="replace"
+            "latin-1"
         )
         part.header_field = part.header_value = b""
 
     def on_headers_finished() -> None:
-        _, disposition = parse_options_header(part.headers.get("content-disposition", ""))
-        part.name = disposition.get(b"name", b"").decode("utf-8", errors="replace")
-        if b"filename" in disposition:
-            part.filename = disposition[b"filename"].decode("utf-8", errors="replace")
+        header = part.headers.get("content-disposition", "")
+        _, disposition = parse_options_header(header)
+        part.name = _text(disposition.get(b"name", b""))
+        part.filename = _extended_filename(header)
+        if part.filename is None and b"filename" in disposition:
+            part.filename = _text(disposition[b"filename"])
+        if part.filename is not None:
             if len(received.files) >= MAX_FILES_PER_REQUEST:
                 raise Invalid(f"at most {MAX_FILES_PER_REQUEST} files per request")
             spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, dir=str(spool_dir))  # noqa: SIM115
@@ -102,12 +118,24 @@ async def receive_files(request: Request, settings: Settings) -> Received:
             received.files.append(part.file)
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        if part.file is not None:
-            part.file.size += end - start
-            if part.file.size > limit:
-                received.too_large = part.file.filename
+        f = part.file
+        if f is not None:
+            f.size += end - start
+            if f.refused is None and f.size <= limit:
+                f.file.write(data[start:end])
+                return
+            if f.refused is None:  # this piece takes it past the limit: keep none of it
+                f.refused = f"larger than the {settings.max_upload_mb} MB limit"
+                f.file.close()
+                received.skipped += f.size - limit
+            else:
+                received.skipped += end - start
+            if received.skipped > skip_limit:
+                f.refused += (
+                    "; the request was not read past it, so any files after it were not "
+                    "received (send them again)"
+                )
                 raise _TooLarge
-            part.file.file.write(data[start:end])
         else:
             part.buffer += data[start:end]
             if len(part.buffer) > MAX_FIELD_BYTES:
@@ -137,8 +165,7 @@ async def receive_files(request: Request, settings: Settings) -> Received:
                 raise PayloadTooLarge("the request is too large")
             parser.write(chunk)
         parser.finalize()
-    except _TooLarge:
-        received.close()
+    except _TooLarge:  # the files received so far are kept: `store` records them
         return received
     except (ValueError, RuntimeError) as err:  # malformed multipart
         received.close()
@@ -150,7 +177,36 @@ async def receive_files(request: Request, settings: Settings) -> Received:
 
 
 class _TooLarge(Exception):
-    pass
+    """Raised by the parser's callback to stop reading the request body."""
+
+
+_PARAMETER = re.compile(r';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
+
+
+def _text(raw: bytes) -> str:
+    """A header parameter's bytes as text: UTF-8 (what browsers send), else Latin-1."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _extended_filename(header: str) -> str | None:
+    """The RFC 5987/2231 `filename*=charset'language'percent-encoded` parameter of a
+    Content-Disposition header (given one character per byte), when it is there."""
+    for match in _PARAMETER.finditer(header):
+        if match[1].lower() != "filename*":
+            continue
+        charset, _, rest = match[2].strip().strip('"').partition("'")
+        _, quote, encoded = rest.partition("'")
+        if not quote:
+            return None
+        raw = unquote_to_bytes(encoded)
+        try:
+            return raw.decode(charset or "utf-8")
+        except (LookupError, UnicodeDecodeError):
+            return _text(raw)
+    return None
 
 
 def store(
@@ -160,31 +216,21 @@ def store(
     settings: Settings,
     uploaded_by: Account | None = None,
 ) -> list[Added]:
-    """Hand each received file to the ingestion service; a refused oversized file is
-    recorded as rejected. Returns the service's `Added` results in upload order."""
+    """Hand each received file to the ingestion service; a file refused for its size is
+    recorded as rejected (413). Returns the service's `Added` results in upload order."""
     results = []
     try:
         for f in received.files:
-            if f.filename == received.too_large:
+            if f.refused is not None:
                 results.append(
-                    add_rejected(
-                        session,
-                        collection,
-                        f.filename,
-                        f.size,
-                        f"larger than the {settings.max_upload_mb} MB limit",
-                        413,
-                    )
+                    add_rejected(session, collection, f.filename, f.size, f.refused, 413)
                 )
             else:
+                data = f.read()
+                limit = settings.max_upload_bytes
                 results.append(
-                    add_document(
-                        session, collection, f.filename, f.read(), settings.max_upload_bytes
-                    )
+                    add_document(session, collection, f.filename, data, limit, uploaded_by)
                 )
     finally:
         received.close()
-    for added in results:
-        if added.enqueue and added.document.uploaded_by is None and uploaded_by is not None:
-            added.document.uploaded_by = uploaded_by.id
     return results
