@@ -5,6 +5,7 @@ monitor's numbers. Functions flush; the caller commits, then enqueues."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -37,6 +38,20 @@ IN_FLIGHT = (
 # -- reindexing ------------------------------------------------------------------------------
 
 
+# Document ids are Postgres bigints.
+MAX_DOCUMENT_ID = 2**63 - 1
+
+
+def document_id(target: str | None) -> int:
+    """A document id typed by a person, or `Invalid` saying what was expected."""
+    text = (target or "").strip()
+    if not text:
+        raise Invalid("name the id of the document to reindex")
+    if not re.fullmatch(r"[0-9]{1,19}", text) or not 0 < int(text) <= MAX_DOCUMENT_ID:
+        raise Invalid(f"{text[:40]!r} is not a document id (a whole number from 1 to 2^63-1)")
+    return int(text)
+
+
 def reindex(
     session: Session, scope: str, target: str | None, actor: Account | None
 ) -> tuple[ReindexJob, list[Document]]:
@@ -46,7 +61,7 @@ def reindex(
         Document.status.in_((DocumentStatus.indexed, DocumentStatus.failed))
     )
     if scope == "document":
-        query = query.where(Document.id == int(target or 0))
+        query = query.where(Document.id == document_id(target))
     elif scope == "collection":
         collection = session.scalar(select(Collection).where(Collection.name == target))
         if collection is None:

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from app.config import Settings, SettingsError, get_settings, use_settings
+from app.config import SEARCH_K_MAX, Settings, SettingsError, get_settings, use_settings
 from app.errors import AppError
 from app.runtime import configure_logging
 from app.services.embedded import EmbeddedError
@@ -178,6 +178,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from app.db import session_scope
     from app.web.search import run_search
 
+    if args.k is not None and not 1 <= args.k <= SEARCH_K_MAX:
+        raise CliError(f"--k must be from 1 to {SEARCH_K_MAX} (got {args.k})")
     with running_parts(), session_scope() as session:
         result = run_search(session, args.query, args.collection, args.k, args.mode, readable=None)
         if args.json:

