@@ -118,7 +118,8 @@ class Retrieved:
     bm25: list[tuple[int, float]] = field(default_factory=list)
     dense: list[tuple[int, float]] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
-    bm25_scores: dict[int, float] = field(default_factory=dict)  # raw, for every candidate
+    # raw, for every candidate holding a query term (one without is BM25+'s floor, `least`)
+    bm25_scores: dict[int, float] = field(default_factory=dict)
 
 
 Pinned = tuple[IndexGeneration, BM25Index]
@@ -197,11 +198,11 @@ def retrieve(
             zip(matched.ids[hit].tolist(), matched.scores[hit].tolist(), strict=True)
         )
     least, span = matched.least, matched.most - matched.least
-    found.bm25_scores = {c: bm25_scores.get(c, least) for c in union}
+    found.bm25_scores = {c: bm25_scores[c] for c in union if c in bm25_scores}
     found.candidates = [
         Candidate(
             c,
-            (found.bm25_scores[c] - least) / span if span > 0 else 0.0,
+            (bm25_scores.get(c, least) - least) / span if span > 0 else 0.0,
             dense_scores.get(c, -1.0),
         )
         for c in union
