@@ -16,6 +16,7 @@ import logging
 import signal
 import socket
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,6 +143,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     files = walk(args.paths)
     if not files:
         raise CliError("no files to ingest")
+    names = Counter(p.name for p in files)
+    same_name = [p for p in files if names[p.name] > 1]
+    if same_name:  # one would replace the other: a document is known by its file name
+        listed = ", ".join(str(p) for p in same_name[:6])
+        raise CliError(
+            f"{len(same_name)} files share a name ({listed}); a document is named by its file "
+            "name, so one would replace another: ingest them into separate collections"
+        )
     with running_parts(worker=args.wait) as settings:
         sources = [(p.name, p.stat().st_size, p.read_bytes) for p in files]
         ids = ingest_files(args.collection, sources, settings)

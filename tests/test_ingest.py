@@ -344,6 +344,11 @@ def test_cli_ingest_folder(settings: Settings, worker: WorkerProcess, tmp_path: 
     assert again.returncode == 0
     assert json.loads(again.stdout)["documents"][0]["id"] == by_name["notes.md"]["id"]
 
+    (folder / "sub" / "notes.md").write_bytes(b"# Other notes\n\nNot the same notes.\n")
+    clash = groundwork("ingest", str(folder), "--collection", collection, "--json")
+    assert clash.returncode == 2 and clash.stdout == ""
+    assert "2 files share a name" in clash.stderr and "sub/notes.md" in clash.stderr
+
 
 @pytest.mark.slow
 def test_worker_killed_mid_document_ends_indexed_exactly_once(settings: Settings):

@@ -17,7 +17,9 @@ import httpx
 
 from app.config import Settings
 
-Failure = Literal["unreachable", "first_token_timeout", "total_timeout", "bad_response"]
+Failure = Literal[
+    "unreachable", "first_token_timeout", "token_timeout", "total_timeout", "bad_response"
+]
 
 
 class LLMError(Exception):
@@ -100,10 +102,11 @@ class LLMClient:
                 f"the LLM at {self.base_url} did not answer ({err})", "unreachable"
             ) from err
         except httpx.ReadTimeout as err:
-            what = "the first token" if first else "the next token"
+            what = "first" if first else "next"
             raise LLMError(
-                f"the LLM sent no {what} within {self.settings.llm_first_token_timeout_s:.0f}s",
-                "first_token_timeout",
+                f"the LLM sent no {what} token within "
+                f"{self.settings.llm_first_token_timeout_s:.0f}s",
+                "first_token_timeout" if first else "token_timeout",
             ) from err
         except (httpx.RemoteProtocolError, httpx.ReadError) as err:
             raise LLMError(f"the LLM connection broke ({err})", "bad_response") from err
