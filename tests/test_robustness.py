@@ -32,7 +32,7 @@ from tests.test_accounts import csrf_of, sign_in
 
 
 def test_llama_child_env_drops_what_would_override_its_command_line():
-    environ = {
+    dropped = {
         "PORT": "8080",
         "HOST": "0.0.0.0",
         "port": "8081",  # pydantic-settings reads field names case-insensitively
@@ -41,7 +41,8 @@ def test_llama_child_env_drops_what_would_override_its_command_line():
         "SSL_KEYFILE": "/k.pem",
         "SSL_CERTFILE": "/c.pem",
         "WEB_CONCURRENCY": "4",
-        # Kept: needed by the child, or overridden by the command line anyway, or ours.
+    }
+    kept = {  # needed by the child, or overridden by the command line anyway, or ours
         "PATH": "/usr/bin",
         "MODEL": "/elsewhere.gguf",
         "N_CTX": "1",
@@ -49,14 +50,7 @@ def test_llama_child_env_drops_what_would_override_its_command_line():
         "DATABASE_URL": "postgresql://x",
         "PORTAL": "kept",
     }
-    assert llama_child_env(environ) == {
-        "PATH": "/usr/bin",
-        "MODEL": "/elsewhere.gguf",
-        "N_CTX": "1",
-        "LLM_API_KEY": "kept",
-        "DATABASE_URL": "postgresql://x",
-        "PORTAL": "kept",
-    }
+    assert llama_child_env({**dropped, **kept}) == kept
 
 
 def test_embedded_llm_answers_on_its_own_port_when_the_platform_sets_port(
