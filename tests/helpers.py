@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -90,3 +91,20 @@ def serving(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def csrf_of(client: TestClient, path: str = "/") -> str:
+    page = client.get(path).text
+    found = re.search(r'<meta name="csrf-token" content="([^"]+)"', page)
+    assert found, page[:300]
+    return found.group(1)
+
+
+def sign_in(client: TestClient, email: str, password: str, headers: dict | None = None):
+    token = csrf_of(client, "/signin")
+    return client.post(
+        "/signin",
+        data={"email": email, "password": password, "csrf_token": token, "next": "/documents"},
+        headers=headers or {},
+        follow_redirects=False,
+    )

@@ -39,7 +39,7 @@ from app.retrieval.search import search
 from app.retrieval.tokenize import tokenize
 from app.services.worker_process import WorkerProcess
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-from tests.helpers import groundwork, serving
+from tests.helpers import csrf_of, groundwork, serving, sign_in
 
 PASSWORD = "a long enough password"
 
@@ -65,23 +65,6 @@ def browser(settings: Settings, worker: WorkerProcess) -> Iterator[TestClient]:
         create_app(settings), base_url="https://testserver", headers={"Accept": "text/html"}
     ) as c:
         yield c
-
-
-def csrf_of(client: TestClient, path: str = "/") -> str:
-    page = client.get(path).text
-    found = re.search(r'<meta name="csrf-token" content="([^"]+)"', page)
-    assert found, page[:300]
-    return found.group(1)
-
-
-def sign_in(client: TestClient, email: str, password: str, headers: dict | None = None):
-    token = csrf_of(client, "/signin")
-    return client.post(
-        "/signin",
-        data={"email": email, "password": password, "csrf_token": token, "next": "/documents"},
-        headers=headers or {},
-        follow_redirects=False,
-    )
 
 
 def test_sign_in_sets_a_secure_http_only_session_cookie(browser: TestClient, admin_key: str):

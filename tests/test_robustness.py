@@ -25,8 +25,7 @@ from app.models import AuditEvent, Document, IndexGeneration, ReindexJob
 from app.services.embedded import LlamaKind, llama_child_env, stop_process
 from app.services.worker_process import WorkerProcess
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-from tests.helpers import new_collection, upload, wait_settled
-from tests.test_accounts import csrf_of, sign_in
+from tests.helpers import csrf_of, new_collection, sign_in, upload, wait_settled
 
 # -- 1. the embedded llama.cpp server takes its address from its command line only ----------
 

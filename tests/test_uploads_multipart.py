@@ -16,8 +16,7 @@ from app.ingest.detect import safe_filename
 from app.main import create_app
 from app.services.worker_process import WorkerProcess
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-from tests.helpers import new_collection, upload, wait_settled
-from tests.test_accounts import csrf_of, sign_in
+from tests.helpers import csrf_of, new_collection, sign_in, upload, wait_settled
 
 MiB = 1024 * 1024
 NAMES = ["東京.txt", "emoji🎉.txt", "unicode_名前_ü.md", "ü.md", "café menu.txt"]
