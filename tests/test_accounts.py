@@ -247,6 +247,7 @@ def test_members_add_documents_but_change_only_their_own(
         hers = upload(as_alice, "plan.txt", b"Alice's plan: ship in May.")
         replaced = upload(as_bob, "plan.txt", b"Bob's plan: ship never.")
         assert replaced["status"] == "rejected" and "only they or an admin" in replaced["error"]
+        assert api.delete(f"/api/documents/{replaced['id']}", headers=as_bob).status_code == 204
         refused = api.delete(f"/api/documents/{hers['id']}", headers=as_bob)
         assert refused.status_code == 403 and "only they or an admin" in refused.text
         assert api.get(f"/api/documents/{hers['id']}", headers=as_bob).status_code == 200

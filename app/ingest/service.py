@@ -103,7 +103,13 @@ def list_collections(
 
 
 def add_rejected(
-    session: Session, collection: Collection, filename: str, size: int, reason: str, status: int
+    session: Session,
+    collection: Collection,
+    filename: str,
+    size: int,
+    reason: str,
+    status: int,
+    uploaded_by: Account | None = None,
 ) -> Added:
     doc = Document(
         collection_id=collection.id,
@@ -113,6 +119,7 @@ def add_rejected(
         sha256=None,
         status=DocumentStatus.rejected,
         error=reason,
+        uploaded_by=uploaded_by.id if uploaded_by is not None else None,
     )
     session.add(doc)
     session.flush()
@@ -140,7 +147,9 @@ def add_document(
     try:
         content_type = accept(data, name, max_bytes)
     except Rejected as err:
-        return add_rejected(session, collection, name, len(data), err.reason, err.status)
+        return add_rejected(
+            session, collection, name, len(data), err.reason, err.status, uploaded_by
+        )
     sha256 = hashlib.sha256(data).hexdigest()
     existing = _same_content(session, collection.id, sha256)
     if existing is not None:
@@ -157,7 +166,7 @@ def add_document(
     )
     if previous is not None and not may_change(uploaded_by, previous):
         reason = f"{name} was uploaded by someone else: only they or an admin can replace it"
-        return add_rejected(session, collection, name, len(data), reason, 403)
+        return add_rejected(session, collection, name, len(data), reason, 403, uploaded_by)
     doc = Document(
         collection_id=collection.id,
         filename=name,

@@ -222,15 +222,13 @@ def store(
     try:
         for f in received.files:
             if f.refused is not None:
-                results.append(
-                    add_rejected(session, collection, f.filename, f.size, f.refused, 413)
+                added = add_rejected(
+                    session, collection, f.filename, f.size, f.refused, 413, uploaded_by
                 )
             else:
-                data = f.read()
                 limit = settings.max_upload_bytes
-                results.append(
-                    add_document(session, collection, f.filename, data, limit, uploaded_by)
-                )
+                added = add_document(session, collection, f.filename, f.read(), limit, uploaded_by)
+            results.append(added)
     finally:
         received.close()
     return results
