@@ -230,6 +230,16 @@ def test_one_upload_with_a_name_twice_keeps_the_later_file(client: TestClient):
     assert chunk_rows(older) == []
 
 
+def test_an_indexed_version_clears_earlier_refused_uploads_of_its_name(client: TestClient):
+    collection = new_collection()
+    refused = upload(client, collection, ("report.pdf", b"\x7fELF" + b"\x00" * 100)).json()
+    assert refused["documents"][0]["status"] == "rejected"
+    good = upload(client, collection, ("report.pdf", make_pdf([["The report."]]))).json()
+    wait_settled(client, [good["documents"][0]["id"]])
+    listed = client.get("/api/documents", params={"collection": collection}).json()["documents"]
+    assert [(d["filename"], d["status"]) for d in listed] == [("report.pdf", "indexed")]
+
+
 def test_delete_removes_document_file_and_chunks(client: TestClient):
     doc = upload(client, new_collection(), ("gone.md", b"# Gone\n\nSoon deleted.")).json()
     doc_id = doc["documents"][0]["id"]

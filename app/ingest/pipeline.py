@@ -437,13 +437,12 @@ def _write(jobs: list[Job]) -> None:
             outcomes[doc.id] = "indexed"
             if job.attempt_id is None:  # building a generation: the document stays as it is
                 continue
-            older = list(
+            older = list(  # earlier versions, and earlier uploads of the name that were refused
                 session.scalars(
                     select(Document.id).where(
                         Document.collection_id == doc.collection_id,
                         Document.filename == doc.filename,
                         Document.id < doc.id,
-                        Document.status != DocumentStatus.rejected,
                     )
                 )
             )
