@@ -240,6 +240,27 @@ def test_an_indexed_version_clears_earlier_refused_uploads_of_its_name(client: T
     assert [(d["filename"], d["status"]) for d in listed] == [("report.pdf", "indexed")]
 
 
+def test_a_document_another_worker_holds_is_ingested_once_it_is_let_go(client: TestClient):
+    """A generation build holds documents' locks while it embeds them; an upload or reindex
+    of one of them meanwhile finds it busy and must come back to it (it stayed queued)."""
+    from app.db import get_engine
+    from app.ingest import pipeline, service
+
+    with session_scope() as s:
+        collection = service.get_collection(s, new_collection(), create=True)
+        doc = service.add_document(s, collection, "held.md", b"# Held\n\nHeld for a while.", 10**6)
+        s.commit()
+        document = doc.document
+        s.expunge(document)
+    with get_engine().connect() as holder:
+        holder.execute(select(func.pg_advisory_lock(pipeline._LOCK_BASE + document.id)))
+        service.enqueue([document])
+        time.sleep(3)  # the worker has seen it busy by now
+        assert client.get(f"/api/documents/{document.id}").json()["status"] == "queued"
+        holder.execute(select(func.pg_advisory_unlock(pipeline._LOCK_BASE + document.id)))
+    assert wait_settled(client, [document.id])[document.id]["status"] == "indexed"
+
+
 def test_delete_removes_document_file_and_chunks(client: TestClient):
     doc = upload(client, new_collection(), ("gone.md", b"# Gone\n\nSoon deleted.")).json()
     doc_id = doc["documents"][0]["id"]

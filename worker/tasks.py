@@ -12,6 +12,7 @@ from app.models import IndexGeneration
 from worker.celery_app import celery_app
 
 MAX_RETRIES = 5
+BUSY_RETRY_S = 5  # a document another worker holds is looked at again after this long
 
 
 @celery_app.task(name="groundwork.probe")
@@ -27,14 +28,19 @@ def probe() -> dict[str, str]:
 )
 def ingest_documents(self, document_ids: list[int]) -> dict[int, str]:
     """Parse, chunk, embed and index documents. Transient database or broker errors are
-    retried with backoff; after the last retry the documents end `failed`."""
+    retried with backoff; after the last retry the documents end `failed`. A document another
+    worker holds (a generation build, or a redelivered copy of this task) is sent again."""
     try:
-        return pipeline.run(document_ids, task_id=self.request.id, worker=self.request.hostname)
+        outcomes = pipeline.run(document_ids, task_id=self.request.id, worker=self.request.hostname)
     except pipeline.TRANSIENT as err:
         if self.request.retries >= MAX_RETRIES:
             pipeline.give_up(document_ids, f"gave up after {MAX_RETRIES} retries: {err}")
             return dict.fromkeys(document_ids, "failed")
         raise self.retry(exc=err, countdown=min(60, 2 ** (self.request.retries + 1))) from err
+    busy = [d for d, outcome in outcomes.items() if outcome == "busy"]
+    if busy:  # its holder is alive (the lock dies with its connection): look again soon
+        ingest_documents.apply_async(args=[busy], countdown=BUSY_RETRY_S)
+    return outcomes
 
 
 BUILD_SLICE_S = 60  # a build task hands over to a fresh one after this long
