@@ -25,6 +25,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.generation.answer import answer, collect, is_decline
 from app.generation.citations import check_citations, split_answer
+from app.generation.llm import LLMClient
 from app.generation.prompts import NOT_COVERED, Passage, fit_passages
 from app.ingest.embed import get_embedder
 from app.main import create_app
@@ -398,3 +399,136 @@ def test_answer_evals_run_end_to_end(llm_settings: Settings, tmp_path: Path):
         "ttft_p95_ms",
     }
     assert report["metrics"]["retrieval_hit@5"] == 1.0
+
+
+# -- what the LLM's stream says: errors, nothing, the token limit; concurrent askers ---------
+
+
+class ScriptedLLM:
+    """A test stand-in for an OpenAI-compatible server that streams the given payloads, then
+    [DONE]."""
+
+    def __init__(self, payloads: list[dict]):
+        async def models(request: Request):
+            return JSONResponse({"data": [{"id": "scripted"}]})
+
+        async def chat(request: Request):
+            async def events():
+                for payload in payloads:
+                    yield f"data: {json.dumps(payload)}\n\n"
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+        self.app = Starlette(
+            routes=[
+                Route("/v1/models", models),
+                Route("/v1/chat/completions", chat, methods=["POST"]),
+            ]
+        )
+
+
+def scripted_settings(settings: Settings, url: str) -> Settings:
+    return settings.model_copy(update={"llm_base_url": f"{url}/v1", "llm_model": "scripted"})
+
+
+def stored(message_id: int) -> Message:
+    with session_scope() as s:
+        message = s.get(Message, message_id)
+        assert message is not None
+        return message
+
+
+def test_error_sent_inside_the_stream_is_an_llm_error(
+    settings: Settings, worker: WorkerProcess, facts: str, auth: dict[str, str]
+):
+    fake = ScriptedLLM(
+        [{"error": {"message": "the model ran out of memory", "type": "server_error"}}]
+    )
+    with (
+        serving(fake.app) as url,
+        TestClient(create_app(scripted_settings(settings, url)), headers=auth) as client,
+    ):
+        response = client.post(
+            "/api/ask",
+            json={"question": "When was the Eiffel Tower finished?", "collection": facts},
+        )
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["code"] == "llm_bad_response"
+    assert "the model ran out of memory" in error["message"]
+    with session_scope() as s:
+        message = s.scalars(select(Message).order_by(Message.id.desc()).limit(1)).one()
+        assert message.status == "error" and "ran out of memory" in (message.error or "")
+
+
+def test_empty_answer_is_an_llm_error_not_a_done_answer(settings: Settings, facts: str):
+    fake = ScriptedLLM([{"choices": [{"delta": {"role": "assistant"}, "finish_reason": None}]}])
+    with serving(fake.app) as url:
+        result = ask(
+            scripted_settings(settings, url),
+            "When was the Eiffel Tower finished?",
+            collections=[collection_id(facts)],
+        )
+    assert result["error_kind"] == "bad_response" and "empty answer" in result["error"]
+    assert "answer" not in result
+    message = stored(result["message_id"])
+    assert message.status == "error" and message.error and "empty answer" in message.error
+
+
+def test_answer_cut_at_the_token_limit_says_so(settings: Settings, facts: str):
+    fake = ScriptedLLM(
+        [
+            {"choices": [{"delta": {"content": "The tower was finished in"}}]},
+            {"choices": [{"delta": {"content": " 18"}, "finish_reason": "length"}]},
+        ]
+    )
+    with serving(fake.app) as url:
+        result = ask(
+            scripted_settings(settings, url),
+            "When was the Eiffel Tower finished?",
+            collections=[collection_id(facts)],
+        )
+    assert "error" not in result, result.get("error")
+    assert result["truncated"] is True
+    assert result["answer"].startswith("The tower was finished in 18")
+    assert result["answer"].endswith("[cut at the ANSWER_MAX_TOKENS limit]")
+    message = stored(result["message_id"])
+    assert message.status == "done" and message.content == result["answer"]
+
+
+def test_complete_answer_is_not_marked_truncated(settings: Settings, facts: str):
+    fake = ScriptedLLM(
+        [
+            {
+                "choices": [
+                    {"delta": {"content": "It was finished in 1889 [1]."}, "finish_reason": "stop"}
+                ]
+            }
+        ]
+    )
+    with serving(fake.app) as url:
+        result = ask(
+            scripted_settings(settings, url),
+            "When was the Eiffel Tower finished?",
+            collections=[collection_id(facts)],
+        )
+    assert result["truncated"] is False and "[cut at" not in result["answer"]
+
+
+def test_concurrent_requests_to_the_embedded_llm_both_finish(llm_settings: Settings):
+    """llama.cpp's server, by default, ends a running request with [DONE] when another
+    arrives; the embedded one queues them instead."""
+    prompt = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+
+    async def one() -> tuple[str, str | None]:
+        client = LLMClient(llm_settings)
+        text = "".join([t async for t in client.stream(prompt, max_tokens=48)])
+        return text, client.finish_reason
+
+    async def both():
+        return await asyncio.gather(one(), one())
+
+    for text, finish_reason in asyncio.run(both()):
+        assert text.strip(), "an answer was cut off by the other request"
+        assert finish_reason in ("stop", "length"), "an answer was ended early"

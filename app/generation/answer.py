@@ -6,8 +6,12 @@ API (SSE or JSON), the CLI and the answer evals alike:
 
     retrieval  {conversation_id, message_id, query, passages}
     token      {text}
-    done       {answer, abstained, citations, query, timings, ...}
+    done       {answer, abstained, citations, query, timings, truncated, ...}
     error      {message, kind}                  (the passages were already sent)
+
+An answer the LLM cut at ANSWER_MAX_TOKENS (finish_reason "length") ends with TRUNCATED,
+stored with it (a message has no column for it), and its done event says `truncated`. An
+answer with no text at all is an LLM failure ("bad_response"), not an answer.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ _DECLINE = re.compile(
     r"\b(do|does) not (contain|mention|say|provide)|\bno (information|mention)\b",
     re.I,
 )
+TRUNCATED = " …[cut at the ANSWER_MAX_TOKENS limit]"
 
 
 @dataclass
@@ -259,7 +264,13 @@ async def answer(
             "query": query,
         }
 
-        def done(answer: str, abstained: bool, shown: list[dict], cited: list[Citation]) -> Event:
+        def done(
+            answer: str,
+            abstained: bool,
+            shown: list[dict],
+            cited: list[Citation],
+            truncated: bool = False,
+        ) -> Event:
             """Store the finished message and its citations; the event that ends the stream."""
             timings["total_ms"] = _ms(started)
             _finish(
@@ -281,6 +292,7 @@ async def answer(
                     "citations": [citation_json(c, shown) for c in cited],
                     "passages": shown,
                     "timings": timings,
+                    "truncated": truncated,
                 },
             )
 
@@ -295,9 +307,8 @@ async def answer(
 
         messages = prompts.answer_messages(question, passages)
         t = time.perf_counter()
-        async with aclosing(
-            LLMClient(settings).stream(messages, max_tokens=settings.answer_max_tokens)
-        ) as tokens:
+        llm = LLMClient(settings)
+        async with aclosing(llm.stream(messages, max_tokens=settings.answer_max_tokens)) as tokens:
             async for text in tokens:
                 if not content:
                     timings["ttft_ms"] = _ms(started)
@@ -305,6 +316,9 @@ async def answer(
                 yield Event("token", {"text": text})
         timings["llm_ms"] = _ms(t)
         raw = "".join(content).strip()
+        if not raw:
+            raise LLMError("the LLM returned an empty answer", "bad_response")
+        truncated = llm.finish_reason == "length"
         declined = is_decline(raw)
         citations: list[Citation] = []
         cleaned = raw
@@ -312,7 +326,9 @@ async def answer(
             cleaned, citations = await asyncio.to_thread(
                 check_citations, raw, passages, embedder, settings.citation_support_threshold
             )
-        event = done(cleaned, declined, shown, citations)
+        if truncated:
+            cleaned += TRUNCATED
+        event = done(cleaned, declined, shown, citations, truncated)
         finished = True
         yield event
     except LLMError as err:

@@ -4,7 +4,11 @@ server when embedded, any compatible server elsewhere — one code path.
 Time-outs: connecting (LLM_CONNECT_TIMEOUT_S), waiting for a token (the first, and each next:
 LLM_FIRST_TOKEN_TIMEOUT_S) and the whole answer (LLM_TOTAL_TIMEOUT_S). Closing the stream
 (the browser went away, stop was pressed) closes the HTTP connection, which makes vLLM and
-llama.cpp abandon the request."""
+llama.cpp abandon the request.
+
+An error the server sends inside the stream (`data: {"error": {...}}`) raises LLMError
+("bad_response"). Why the answer ended (`finish_reason` of the last choice: "stop", or
+"length" when it hit max_tokens) is kept in `finish_reason` once the stream is read."""
 
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ class LLMClient:
         self.base_url = settings.llm_base_url
         self.model = settings.llm_model
         self.settings = settings
+        self.finish_reason: str | None = None  # of the last stream read
         self.headers = {"Content-Type": "application/json"}
         if settings.llm_api_key:
             self.headers["Authorization"] = f"Bearer {settings.llm_api_key.get_secret_value()}"
@@ -63,6 +68,7 @@ class LLMClient:
         """Text as it is generated."""
         deadline = time.monotonic() + self.settings.llm_total_timeout_s
         first = True
+        self.finish_reason = None
         try:
             async with (
                 httpx.AsyncClient(timeout=self._timeout()) as client,
@@ -89,7 +95,9 @@ class LLMClient:
                     payload = line[5:].strip()
                     if payload == "[DONE]":
                         return
-                    delta = _delta(payload)
+                    delta, finish_reason = _delta(payload)
+                    if finish_reason:
+                        self.finish_reason = finish_reason
                     if delta:
                         first = False
                         yield delta
@@ -115,12 +123,21 @@ class LLMClient:
         return "".join([t async for t in self.stream(messages, max_tokens=max_tokens)]).strip()
 
 
-def _delta(payload: str) -> str:
+def _delta(payload: str) -> tuple[str, str | None]:
+    """The text of one streamed chunk and its finish_reason; an error payload raises."""
     try:
         data: Any = json.loads(payload)
-        return data["choices"][0].get("delta", {}).get("content") or ""
-    except (ValueError, KeyError, IndexError, TypeError):
-        return ""
+    except ValueError:
+        return "", None
+    if isinstance(data, dict) and data.get("error"):
+        error = data["error"]
+        message = error.get("message") if isinstance(error, dict) else None
+        raise LLMError(f"the LLM reported an error: {message or error}"[:500], "bad_response")
+    try:
+        choice = data["choices"][0]
+        return (choice.get("delta") or {}).get("content") or "", choice.get("finish_reason")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return "", None
 
 
 def check_llm(settings: Settings) -> dict[str, str]:

@@ -384,6 +384,10 @@ class LlamaKind(PartKind):
             str(self.context_tokens),
             "--n_threads",
             str(self.threads),
+            # Queue concurrent requests: by default a new request makes the server end the
+            # one running with [DONE], so the first asker got a cut-off or empty answer.
+            "--interrupt_requests",
+            "False",
         ]
         proc = self.spawn(argv, env=llama_child_env())
         url = f"http://127.0.0.1:{port}/v1"

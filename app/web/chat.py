@@ -297,6 +297,7 @@ class AskOut(BaseModel):
     conversation_id: int
     message_id: int
     passages: list[dict[str, Any]]
+    truncated: bool = False  # cut at ANSWER_MAX_TOKENS (the answer says so too)
 
 
 def start_answer(body: AskIn, session, settings: Settings, who: SignedIn, source: str):
