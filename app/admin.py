@@ -215,8 +215,12 @@ def switch_to(session: Session, generation: IndexGeneration) -> IndexGeneration 
     read the live generation once per query, so each sees the old index or the new one."""
     if generation.state not in ("building", "ready"):
         raise Conflict(f"generation {generation.id} is {generation.state}")
-    if missing_documents(session, generation.id, 1):
-        raise Conflict("the generation is not complete yet")
+    missing = session.scalar(select(func.count()).where(_missing(generation.id)))
+    if missing:
+        raise Conflict(
+            f"generation {generation.id} is not complete yet: {missing} indexed document(s) "
+            "have no chunks in it"
+        )
     old = live_generation(session)
     if old is not None:
         old.state = "retired"
@@ -227,6 +231,18 @@ def switch_to(session: Session, generation: IndexGeneration) -> IndexGeneration 
     session.flush()
     log.info("generation %s is live (was %s)", generation.id, old.id if old else None)
     return old
+
+
+def resume_building(session: Session, generation: IndexGeneration) -> int:
+    """A ready generation that lacks documents (indexed while it was becoming ready) goes
+    back to building, for `build_generation` to add them. Returns how many it lacks."""
+    if generation.state != "ready":
+        return 0
+    missing = int(session.scalar(select(func.count()).where(_missing(generation.id))) or 0)
+    if missing:
+        generation.state = "building"
+        session.flush()
+    return missing
 
 
 RETIRED_KEEP_S = 3600  # a retired generation can be rolled back to for an hour
@@ -313,6 +329,17 @@ def move_document(session: Session, document_id: int, collection_name: str) -> D
         clash = session.scalar(select(same_content))
         if clash and doc.sha256:
             raise Conflict(f"{target.name} already holds the same content")
+        # A later upload of the name would replace (delete) every document so named there.
+        same_name = exists().where(
+            Document.collection_id == target.id,
+            Document.filename == doc.filename,
+            Document.status != DocumentStatus.rejected,
+        )
+        if session.scalar(select(same_name)):
+            raise Conflict(
+                f"{target.name} already holds a document named {doc.filename}: rename or "
+                "delete one of them first"
+            )
         doc.collection_id = target.id
         session.execute(
             update(Chunk).where(Chunk.document_id == doc.id).values(collection_id=target.id)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 
 from app.config import Settings
 from app.db import session_scope
@@ -243,3 +243,92 @@ def test_bad_model_is_refused(client: TestClient):
         },
     )
     assert response.status_code == 422 and "cannot load" in response.text
+
+
+def test_a_ready_generation_takes_new_uploads_and_can_be_switched_to(
+    client: TestClient, settings: Settings, tmp_path: Path
+):
+    """Built without switching (ready), then a document arrives: it is added to the ready
+    generation too, so the switch succeeds and the document is found in it."""
+    model = build_tiny_sentence_model(tmp_path / "tiny")
+    name = new_collection()
+    first = upload(client, name, ("before.md", b"# Before\n\nA page from before.")).json()
+    wait_settled(client, [first["documents"][0]["id"]])
+    with session_scope() as s:
+        old_id = s.scalars(select(IndexGeneration.id).where(IndexGeneration.state == "live")).one()
+    started = client.post(
+        "/admin/generations",
+        data={"model": str(model), "chunk_tokens": "64", "overlap_tokens": "0"},
+    )
+    assert started.status_code == 200, started.text
+    with session_scope() as s:
+        new_id = s.scalars(
+            select(IndexGeneration.id).where(IndexGeneration.state.in_(("building", "ready")))
+        ).one()
+    deadline = time.monotonic() + 300
+    while (state := _state(new_id)) != "ready":
+        assert state == "building" and time.monotonic() < deadline, state
+        time.sleep(0.5)
+
+    late = upload(client, name, ("late.md", b"# Late\n\nThe zebra quokka arrived late.")).json()
+    late_id = late["documents"][0]["id"]
+    assert wait_settled(client, [late_id])[late_id]["status"] == "indexed"
+    assert _state(new_id) == "ready"
+    with session_scope() as s:
+        in_ready = s.scalar(
+            select(func.count()).where(Chunk.document_id == late_id, Chunk.generation_id == new_id)
+        )
+    assert in_ready
+
+    # A document indexed while the generation was becoming ready, without chunks in it: the
+    # switch says so and the generation goes back to building, which fills the gap.
+    with session_scope() as s:
+        s.execute(delete(Chunk).where(Chunk.document_id == late_id, Chunk.generation_id == new_id))
+    refused = client.post(f"/admin/generations/{new_id}/switch")
+    assert refused.status_code == 409 and "being brought up to date" in refused.text
+    deadline = time.monotonic() + 120
+    while (state := _state(new_id)) != "ready":
+        assert state == "building" and time.monotonic() < deadline, state
+        time.sleep(0.5)
+
+    switched = client.post(f"/admin/generations/{new_id}/switch")
+    assert switched.status_code == 200, switched.text
+    assert _state(new_id) == "live" and _state(old_id) == "retired"
+    with session_scope() as s:
+        collection_id = s.scalars(select(Collection.id).where(Collection.name == name)).one()
+        result = search(
+            s, "zebra quokka", mode="bm25", collections=[collection_id], settings=settings
+        )
+    assert result.generation_id == new_id
+    assert result.hits and result.hits[0].document_id == late_id
+    assert {h.generation_id for h in result.hits} == {new_id}
+
+    # Leave the original generation serving for the other tests.
+    assert client.post("/admin/generations/roll-back").status_code == 200
+    assert _state(old_id) == "live"
+
+
+def test_moving_a_document_onto_a_file_name_in_use_is_refused(client: TestClient):
+    """A later upload of the name would replace both documents: the move is refused."""
+    zoo, policy = new_collection(), new_collection()
+    kept = upload(client, zoo, ("policy.txt", b"Zoo policy: feed the animals at noon.")).json()
+    moving = upload(client, policy, ("policy.txt", b"Office policy: lights off at six.")).json()
+    kept_id, moving_id = kept["documents"][0]["id"], moving["documents"][0]["id"]
+    wait_settled(client, [kept_id, moving_id])
+
+    refused = client.post(f"/admin/documents/{moving_id}/move", data={"collection": zoo})
+    assert refused.status_code == 409
+    assert "policy.txt" in refused.text and zoo in refused.text
+    assert client.get(f"/api/documents/{moving_id}").json()["collection"] == policy
+    with session_scope() as s:
+        in_zoo = s.scalars(
+            select(Document.id)
+            .join(Collection, Collection.id == Document.collection_id)
+            .where(Collection.name == zoo)
+        ).all()
+        chunk_collections = set(
+            s.scalars(select(Chunk.collection_id).where(Chunk.document_id == moving_id)).all()
+        )
+        policy_id = s.scalars(select(Collection.id).where(Collection.name == policy)).one()
+    assert in_zoo == [kept_id]
+    assert chunk_collections == {policy_id}

@@ -17,6 +17,7 @@ from app.models import Chunk, IndexChange, IndexGeneration
 
 CHANGE_LOCK = 7_340_002  # serialises change-log ids with commits (see IndexChange)
 GENERATION_LOCK = 7_340_003
+TARGET_STATES = ("live", "building", "ready")  # generations that new chunks go to
 
 
 def live_generation(session: Session) -> IndexGeneration | None:
@@ -24,11 +25,12 @@ def live_generation(session: Session) -> IndexGeneration | None:
 
 
 def target_generations(session: Session) -> list[IndexGeneration]:
-    """Where new chunks go: the live generation and any being built beside it."""
+    """Where new chunks go: the live generation and any built (or being built) beside it. A
+    ready generation keeps receiving them, so it stays complete until it is switched to."""
     return list(
         session.scalars(
             select(IndexGeneration)
-            .where(IndexGeneration.state.in_(("live", "building")))
+            .where(IndexGeneration.state.in_(TARGET_STATES))
             .order_by(IndexGeneration.id)
         )
     )

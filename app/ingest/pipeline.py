@@ -407,7 +407,7 @@ def _write(jobs: list[Job]) -> None:
             for g in session.scalars(
                 select(IndexGeneration).where(
                     IndexGeneration.id.in_({p.generation_id for j in jobs for p in j.plans}),
-                    IndexGeneration.state.in_(("live", "building")),  # not cancelled meanwhile
+                    IndexGeneration.state.in_(("live", "building", "ready")),  # not cancelled
                 )
             )
         }

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from app import accounts, admin
 from app.config import Settings
-from app.errors import Invalid, NotFound
+from app.errors import Conflict, Invalid, NotFound
 from app.ingest import service
 from app.models import (
     AuditEvent,
@@ -354,11 +354,20 @@ def cancel_generation(
 def switch_generation(
     request: Request, generation_id: int, session: SessionDep, settings: SettingsDep, who: AdminUser
 ):
-    from worker.tasks import drop_retired
+    from worker.tasks import build_generation, drop_retired
 
     generation = session.get(IndexGeneration, generation_id, with_for_update=True)
     if generation is None:
         raise NotFound(f"no generation {generation_id}")
+    missing = admin.resume_building(session, generation)
+    if missing:
+        note(session, request, who, "generation.resume", str(generation_id), missing=missing)
+        session.commit()
+        build_generation.delay(generation_id)
+        raise Conflict(
+            f"generation {generation_id} lacks {missing} document(s) indexed since it became "
+            "ready: it is being brought up to date; switch to it when it is ready again"
+        )
     old = admin.switch_to(session, generation)
     note(
         session,
