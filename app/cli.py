@@ -158,7 +158,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if args.wait:
             wait_settled(ids, on_wait=lambda n: log.info("waiting for %d document(s)", n))
         with session_scope() as session:
-            docs = {d.id: d for d in service.list_documents(session, ids=ids)}
+            docs = {d.id: d for d in service.list_documents(session, ids=ids, limit=None)}
     rows: list[Document] = [docs[i] for i in dict.fromkeys(ids) if i in docs]
     out = [
         {

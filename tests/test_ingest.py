@@ -166,6 +166,21 @@ def test_declared_length_past_the_limit_is_refused_before_reading(client: TestCl
     assert response.status_code == 413
 
 
+def test_the_document_list_pages_and_says_how_many_there_are(client: TestClient):
+    collection = new_collection()
+    sent = upload(client, collection, *[(f"n{i}.txt", f"Note {i}.".encode()) for i in range(3)])
+    ids = sorted((d["id"] for d in sent.json()["documents"]), reverse=True)  # newest first
+
+    def page(**params) -> dict:
+        response = client.get("/api/documents", params={"collection": collection, **params})
+        return response.json()
+
+    first, rest = page(limit=2), page(limit=2, offset=2)
+    assert [d["id"] for d in first["documents"]] == ids[:2] and first["total"] == 3
+    assert [d["id"] for d in rest["documents"]] == ids[2:] and rest["offset"] == 2
+    assert client.get("/api/documents", params={"limit": 1001}).status_code == 422
+
+
 def test_identical_content_is_one_document(client: TestClient):
     collection = new_collection()
     first = upload(client, collection, ("a.md", b"# Same\n\nSame content.")).json()["documents"][0]

@@ -226,21 +226,39 @@ def document_file(
     return doc, data
 
 
+LIST_LIMIT = 1000  # documents listed at once (the API pages past it with `offset`)
+
+
 def list_documents(
     session: Session,
     *,
     collection_id: int | None = None,
     ids: list[int] | None = None,
     readable: list[int] | None = None,
+    limit: int | None = LIST_LIMIT,
+    offset: int = 0,
 ) -> list[Document]:
-    query = select(Document).options(joinedload(Document.collection)).order_by(Document.id.desc())
+    """Newest first; `limit` None for all."""
+    query = _documents(select(Document), collection_id, ids, readable)
+    query = query.options(joinedload(Document.collection)).order_by(Document.id.desc())
+    return list(session.scalars(query.offset(offset).limit(limit)))
+
+
+def count_documents(
+    session: Session, *, collection_id: int | None = None, readable: list[int] | None = None
+) -> int:
+    query = _documents(select(func.count()).select_from(Document), collection_id, None, readable)
+    return int(session.scalar(query) or 0)
+
+
+def _documents(query, collection_id: int | None, ids: list[int] | None, readable):
     if collection_id is not None:
         query = query.where(Document.collection_id == collection_id)
     if ids is not None:
         query = query.where(Document.id.in_(ids))
     if readable is not None:
         query = query.where(Document.collection_id.in_(readable))
-    return list(session.scalars(query.limit(1000)))
+    return query
 
 
 def delete_document(

@@ -42,6 +42,11 @@ class DocumentList(BaseModel):
     documents: list[DocumentOut]
 
 
+class DocumentPage(DocumentList):
+    total: int  # documents there are, listed or not
+    offset: int
+
+
 class CollectionOut(BaseModel):
     id: int
     name: str
@@ -146,19 +151,25 @@ async def upload_documents(
     return JSONResponse(body.model_dump(mode="json"), status_code=upload_status(results))
 
 
-@router.get("/documents", response_model=DocumentList)
+@router.get("/documents", response_model=DocumentPage)
 def list_documents(
     session: SessionDep,
     who: CurrentUser,
     collection: str | None = Query(None, description="only this collection"),
-) -> DocumentList:
-    """The documents (newest first, at most 1,000) of the collections you may read."""
+    limit: int = Query(service.LIST_LIMIT, ge=1, le=service.LIST_LIMIT),
+    offset: int = Query(0, ge=0, description="documents to skip (newest first)"),
+) -> DocumentPage:
+    """The documents of the collections you may read, newest first, `limit` at a time;
+    `total` says how many there are."""
     visible = readable(session, who)
     collection_id = (
         service.get_collection(session, collection, readable=visible).id if collection else None
     )
-    docs = service.list_documents(session, collection_id=collection_id, readable=visible)
-    return DocumentList(documents=[document_out(d) for d in docs])
+    docs = service.list_documents(
+        session, collection_id=collection_id, readable=visible, limit=limit, offset=offset
+    )
+    total = service.count_documents(session, collection_id=collection_id, readable=visible)
+    return DocumentPage(documents=[document_out(d) for d in docs], total=total, offset=offset)
 
 
 @router.get("/documents/{document_id}", response_model=DocumentOut)

@@ -23,15 +23,16 @@ router = APIRouter(dependencies=[CsrfDep], include_in_schema=False)
 def documents_page(
     request: Request, session: SessionDep, who: CurrentUser, collection: str | None = None
 ):
-    found = [c for c, _ in service.list_collections(session, readable(session, who))]
-    names = [c.name for c in found]
+    found = service.list_collections(session, readable(session, who))
+    names = [c.name for c, _ in found]
     default = service.DEFAULT_COLLECTION if who.user.is_admin or not names else names[0]
     selected = service.check_collection_name(collection or default)
-    current = next((c for c in found if c.name == selected), None)
+    current, total = next(((c, n) for c, n in found if c.name == selected), (None, 0))
     docs = service.list_documents(session, collection_id=current.id) if current else []
     context = {
         "active": "documents",
         "documents": docs,
+        "total": total,
         "collections": names if selected in names else [selected, *names],
         "selected": selected,
     }
