@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
@@ -76,8 +77,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Question answering over your own documents, with citations.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served below from /static: the stock page loads Swagger UI from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Groundwork API",
+            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/swagger-ui/favicon.png",
+        )
 
     @app.exception_handler(AppError)
     async def app_error(request: Request, err: AppError) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select as io_select
 import socket
 import time
@@ -346,6 +347,10 @@ def test_openapi_documents_the_document_api(client: TestClient):
     assert {"200", "201", "413", "415", "422"} <= set(upload_op["responses"])
     assert "get" in paths["/api/documents"]
     assert {"get", "delete"} <= set(paths["/api/documents/{document_id}"])
+    page = client.get("/docs").text  # Swagger UI from this server: it works offline
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert "/static/swagger-ui/swagger-ui-bundle.js" in assets and "//" not in "".join(assets)
+    assert all(client.get(a).status_code == 200 for a in assets)
 
 
 def test_crashed_attempts_end_in_failed_after_the_limit(settings: Settings):

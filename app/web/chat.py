@@ -21,7 +21,7 @@ from app import accounts
 from app.accounts import SignedIn
 from app.config import Settings
 from app.errors import Invalid, NotFound
-from app.generation.answer import Event, answer, check_question, collect
+from app.generation.answer import MAX_QUESTION_CHARS, Event, answer, check_question, collect
 from app.ingest import service
 from app.models import Conversation, Document, Message
 from app.web.deps import CsrfDep, CurrentUser, SessionDep, SettingsDep, readable
@@ -269,7 +269,7 @@ def feedback(
 
 
 class AskIn(BaseModel):
-    question: str = Field(description="the question", max_length=100_000)
+    question: str = Field(description="the question", max_length=MAX_QUESTION_CHARS)
     collection: str | None = Field(None, description="only this collection")
     conversation_id: int | None = Field(None, description="a follow-up in this conversation")
 
