@@ -183,6 +183,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def pages(first: int | None, last: int | None) -> str:
+    """ ", p. 3" or ", pp. 3-4" (a passage can cross a page break), or nothing."""
+    if not first:
+        return ""
+    return f", pp. {first}-{last}" if last and last != first else f", p. {first}"
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from app.db import session_scope
     from app.web.search import run_search
@@ -198,7 +205,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"{len(result.hits)} passage(s) ({timings}; reranker {result.reranker['status']})")
         for hit in result.hits:
             scores = " ".join(f"{k}={v:.3f}" for k, v in hit.scores.items() if v is not None)
-            page = f" p.{hit.page_start}" if hit.page_start else ""
+            page = pages(hit.page_start, hit.page_end)
             print(
                 f"\n{hit.rank:>2}. {hit.title or hit.document}{page} [{hit.collection}]  {scores}"
             )
@@ -235,7 +242,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
         result = asyncio.run(run())
     citations = [
-        {k: c[k] for k in ("n", "document", "page", "chunk_id", "text", "supported", "score")}
+        {
+            k: c.get(k)
+            for k in ("n", "document", "page", "page_end", "chunk_id", "text", "supported", "score")
+        }
         for c in result.get("citations", [])
     ]
     timings = result.get("timings", {})
@@ -255,14 +265,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
             print(result.get("error") or out["answer"])
             print("\nClosest passages:" if out["abstained"] else "\nPassages found:")
             for p in result.get("passages", []):
-                page = f", p. {p['page']}" if p.get("page") else ""
+                page = pages(p.get("page"), p.get("page_end"))
                 print(f"  [{p['n']}] {p['title'] or p['document']}{page}: {p['text'][:160]}")
         else:
             print()
             for c in citations:
                 state = "supported" if c["supported"] else "UNSUPPORTED"
                 where = f"[{c['n']}] {c['document']}" if c["n"] else "no passage"
-                page = f", p. {c['page']}" if c["page"] else ""
+                page = pages(c["page"], c["page_end"])
                 print(f"  {state} ({c['score']:.2f}) {where}{page}: {c['text'][:120]}")
     return 1 if "error" in result else 0
 

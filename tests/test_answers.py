@@ -532,3 +532,22 @@ def test_concurrent_requests_to_the_embedded_llm_both_finish(llm_settings: Setti
     for text, finish_reason in asyncio.run(both()):
         assert text.strip(), "an answer was cut off by the other request"
         assert finish_reason in ("stop", "length"), "an answer was ended early"
+
+
+def test_a_passage_across_a_page_break_names_both_pages():
+    """A chunk of a PDF that runs from page 136 into 137 is cited as pages 136-137, not 136
+    (its evidence may sit on 137)."""
+    from app.cli import pages
+    from app.generation.answer import passage_json
+    from app.retrieval.search import Hit
+    from app.web.render import TEMPLATES
+
+    def hit(first: int, last: int) -> Hit:
+        return Hit(1, 7, 3, "r.pdf", None, "c", first, last, 0, 4, [], "text", {})
+
+    across, within = passage_json(1, hit(136, 137)), passage_json(2, hit(5, 5))
+    assert (across["page"], across["page_end"]) == (136, 137)
+    panel = TEMPLATES.get_template("_passage.html")
+    assert "r.pdf, pages 136–137" in panel.render(passage=across)
+    assert "r.pdf, page 5 " in panel.render(passage=within).replace("<", " <")
+    assert (pages(136, 137), pages(5, 5), pages(None, None)) == (", pp. 136-137", ", p. 5", "")

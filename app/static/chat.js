@@ -18,6 +18,10 @@
   }
   form.question.addEventListener("input", () => sessionStorage.setItem(DRAFT, form.question.value));
 
+  // ", p. 3", or ", pp. 3–4" for a passage that crosses a page break
+  const pages = (p) =>
+    !p.page ? "" : p.page_end && p.page_end !== p.page ? `, pp. ${p.page}–${p.page_end}` : `, p. ${p.page}`;
+
   function passagesList(turn, messageId, passages) {
     const sources = turn.querySelector(".sources");
     const list = sources.querySelector("ol");
@@ -29,7 +33,7 @@
       button.className = "link";
       button.setAttribute("hx-get", `/chat/messages/${messageId}/passages/${p.n}`);
       button.setAttribute("hx-target", "#side");
-      button.textContent = `[${p.n}] ${p.title || p.document}` + (p.page ? `, p. ${p.page}` : "");
+      button.textContent = `[${p.n}] ${p.title || p.document}` + pages(p);
       item.append(button);
       list.append(item);
     }
