@@ -349,6 +349,24 @@ def move_document(session: Session, document_id: int, collection_name: str) -> D
     return doc
 
 
+def delete_collection(session: Session, collection_id: int) -> tuple[str, int]:
+    """A collection, its documents (with their files and their chunks in every generation)
+    and its grants, in one transaction: the foreign keys cascade. Search stops finding them
+    at the commit, in every process (the change log). A document still queued or being
+    ingested is gone when a worker next reads it. Returns the name and documents removed."""
+    # Locked first: an upload into it waits (its foreign key check) and then fails, rather
+    # than adding a document that the change log below would not name.
+    collection = session.get(Collection, collection_id, with_for_update=True)
+    if collection is None:
+        raise NotFound(f"no collection {collection_id}")
+    name = collection.name
+    ids = list(session.scalars(select(Document.id).where(Document.collection_id == collection_id)))
+    session.execute(delete(Collection).where(Collection.id == collection_id))
+    if ids:
+        record_change(session, ids)
+    return name, len(ids)
+
+
 def retry_document(session: Session, document_id: int) -> Document:
     doc = session.get(Document, document_id)
     if doc is None:

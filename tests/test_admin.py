@@ -332,3 +332,95 @@ def test_moving_a_document_onto_a_file_name_in_use_is_refused(client: TestClient
         policy_id = s.scalars(select(Collection.id).where(Collection.name == policy)).one()
     assert in_zoo == [kept_id]
     assert chunk_collections == {policy_id}
+
+
+def test_delete_a_collection(client: TestClient, settings: Settings):
+    """The panel's Delete button: the collection, its documents, their files and chunks and
+    its grants go; search stops finding them; the audit log says so; members get 403."""
+    from app import accounts
+    from app.main import create_app
+    from app.models import AuditEvent, CollectionMember, DocumentFile
+    from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+    from tests.helpers import csrf_of, sign_in
+
+    name = new_collection()
+    files = {
+        "kestrel.md": b"# Kestrel\n\nThe vermilion kestrel nests above the quarry.",
+        "heron.md": b"# Heron\n\nThe vermilion heron fishes below the weir.",
+    }
+    ids = [d["id"] for d in upload(client, name, *files.items()).json()["documents"]]
+    assert all(d["status"] == "indexed" for d in wait_settled(client, ids).values())
+
+    def found(mode: str) -> set[int]:
+        hits = client.get("/api/search", params={"q": "vermilion kestrel heron", "mode": mode})
+        return {h["document_id"] for h in hits.json()["results"]}
+
+    assert set(ids) <= found("bm25") and set(ids) & found("hybrid")
+    with session_scope() as s:
+        collection_id = s.scalars(select(Collection.id).where(Collection.name == name)).one()
+        member = accounts.create_user(
+            s, f"member-{uuid.uuid4().hex[:8]}@tests.example", "a long enough password", "member"
+        )
+        member_key = accounts.create_api_key(s, member, "test")[0]
+        member_email = member.email
+    granted = client.post(
+        f"/admin/collections/{collection_id}/members", data={"email": member_email}
+    )
+    assert granted.status_code == 200
+
+    # A member, even one who may read the collection, may not delete it.
+    with TestClient(create_app(settings)) as other:
+        refused = other.post(
+            f"/admin/collections/{collection_id}/delete",
+            headers={"Authorization": f"Bearer {member_key}"},
+        )
+        assert refused.status_code == 403
+        refused = other.delete(
+            f"/api/admin/collections/{collection_id}",
+            headers={"Authorization": f"Bearer {member_key}"},
+        )
+        assert refused.status_code == 403
+    assert name in [c["name"] for c in client.get("/api/collections").json()]
+
+    # The admin, signed in with a browser session, presses the button (htmx sends the CSRF).
+    with TestClient(
+        create_app(settings), base_url="https://testserver", headers={"Accept": "text/html"}
+    ) as browser:
+        assert sign_in(browser, ADMIN_EMAIL, ADMIN_PASSWORD).status_code == 303
+        panel = browser.get("/admin").text
+        assert f'hx-post="/admin/collections/{collection_id}/delete"' in panel
+        assert f"Delete the collection {name} and its 2 documents?" in panel
+        token = csrf_of(browser, "/admin")
+        assert browser.post(f"/admin/collections/{collection_id}/delete").status_code == 403
+        deleted = browser.post(
+            f"/admin/collections/{collection_id}/delete", headers={"X-CSRF-Token": token}
+        )
+        assert deleted.status_code == 200 and 'id="collections"' in deleted.text
+        assert f'data-collection="{name}"' not in deleted.text
+
+    assert name not in [c["name"] for c in client.get("/api/collections").json()]
+    assert all(client.get(f"/api/documents/{i}").status_code == 404 for i in ids)
+    assert not set(ids) & found("bm25") and not set(ids) & found("hybrid")
+    with session_scope() as s:
+        assert s.get(Collection, collection_id) is None
+        assert not s.scalar(
+            select(func.count()).where(
+                (Chunk.document_id.in_(ids)) | (Chunk.collection_id == collection_id)
+            )
+        )
+        assert not s.scalar(select(func.count()).where(DocumentFile.document_id.in_(ids)))
+        assert not s.scalar(
+            select(func.count()).where(CollectionMember.collection_id == collection_id)
+        )
+        event = s.scalars(
+            select(AuditEvent).where(
+                AuditEvent.action == "collection.delete", AuditEvent.target == name
+            )
+        ).one()
+        assert event.actor_email == ADMIN_EMAIL and event.detail == {"documents": 2}
+    assert client.post(f"/admin/collections/{collection_id}/delete").status_code == 404
+
+    # The JSON API does the same.
+    empty = client.post("/api/collections", json={"name": new_collection()}).json()
+    assert client.delete(f"/api/admin/collections/{empty['id']}").status_code == 204
+    assert client.delete(f"/api/admin/collections/{empty['id']}").status_code == 404

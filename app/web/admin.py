@@ -8,7 +8,7 @@ from typing import Annotated
 
 import redis
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -165,6 +165,13 @@ def move(
     doc = admin.move_document(session, document_id, collection)
     note(session, request, who, "document.move", f"{doc.id} {doc.filename}", to=collection)
     return HTMLResponse(Markup("<span class='muted'>moved to {}</span>").format(collection))
+
+
+@pages.post("/collections/{collection_id}/delete", response_class=HTMLResponse)
+def delete_collection(request: Request, collection_id: int, session: SessionDep, who: AdminUser):
+    name, documents = admin.delete_collection(session, collection_id)
+    note(session, request, who, "collection.delete", name, documents=documents)
+    return render(request, "_admin_collections.html", collections_context(session))
 
 
 @pages.post("/collections/{collection_id}/members", response_class=HTMLResponse)
@@ -478,6 +485,16 @@ def add_group_member(
 
 
 api = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(require_admin), CsrfDep])
+
+
+@api.delete("/collections/{collection_id}", status_code=204, response_class=Response)
+def delete_collection_api(
+    request: Request, collection_id: int, session: SessionDep, who: AdminUser
+) -> Response:
+    """Delete a collection with its documents, their files and chunks, and its grants."""
+    name, documents = admin.delete_collection(session, collection_id)
+    note(session, request, who, "collection.delete", name, documents=documents)
+    return Response(status_code=204)
 
 
 @api.get("/jobs")
