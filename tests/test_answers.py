@@ -345,7 +345,16 @@ def test_cli_ask_json(llm_settings: Settings, facts: str):
     assert set(body) == {"answer", "abstained", "citations", "query", "timings"}
     assert set(body["timings"]) == {"retrieval_ms", "ttft_ms", "total_ms"}
     for c in body["citations"]:
-        assert set(c) == {"n", "document", "page", "chunk_id", "text", "supported", "score"}
+        assert set(c) == {
+            "n",
+            "document",
+            "page",
+            "page_end",
+            "chunk_id",
+            "text",
+            "supported",
+            "score",
+        }
 
 
 def test_answer_evals_run_end_to_end(llm_settings: Settings, tmp_path: Path):
