@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.accounts import Account
 from app.config import Settings
 from app.errors import Conflict, Invalid, NotFound
+from app.ingest import service
 from app.ingest.index import GENERATION_LOCK, create_generation, live_generation, record_change
 from app.models import (
     Chunk,
@@ -174,6 +175,11 @@ def give_up_on(session: Session, generation_id: int, document_ids: list[int]) ->
         generation.failed_documents = sorted({*generation.failed_documents, *document_ids})
 
 
+def count_missing(session: Session, generation_id: int) -> int:
+    """How many indexed documents have no chunks in the generation yet."""
+    return int(session.scalar(select(func.count()).where(_missing(generation_id))) or 0)
+
+
 def missing_documents(session: Session, generation_id: int, limit: int) -> list[int]:
     """Indexed documents that have no chunks in the generation yet."""
     return list(
@@ -215,7 +221,7 @@ def switch_to(session: Session, generation: IndexGeneration) -> IndexGeneration 
     read the live generation once per query, so each sees the old index or the new one."""
     if generation.state not in ("building", "ready"):
         raise Conflict(f"generation {generation.id} is {generation.state}")
-    missing = session.scalar(select(func.count()).where(_missing(generation.id)))
+    missing = count_missing(session, generation.id)
     if missing:
         raise Conflict(
             f"generation {generation.id} is not complete yet: {missing} indexed document(s) "
@@ -238,7 +244,7 @@ def resume_building(session: Session, generation: IndexGeneration) -> int:
     back to building, for `build_generation` to add them. Returns how many it lacks."""
     if generation.state != "ready":
         return 0
-    missing = int(session.scalar(select(func.count()).where(_missing(generation.id))) or 0)
+    missing = count_missing(session, generation.id)
     if missing:
         generation.state = "building"
         session.flush()
@@ -321,21 +327,10 @@ def move_document(session: Session, document_id: int, collection_name: str) -> D
     if target is None:
         raise NotFound(f"no collection named {collection_name!r}")
     if target.id != doc.collection_id:
-        same_content = exists().where(
-            Document.collection_id == target.id,
-            Document.sha256 == doc.sha256,
-            Document.status != DocumentStatus.rejected,
-        )
-        clash = session.scalar(select(same_content))
-        if clash and doc.sha256:
+        if doc.sha256 and service.same_content(session, target.id, doc.sha256):
             raise Conflict(f"{target.name} already holds the same content")
         # A later upload of the name would replace (delete) every document so named there.
-        same_name = exists().where(
-            Document.collection_id == target.id,
-            Document.filename == doc.filename,
-            Document.status != DocumentStatus.rejected,
-        )
-        if session.scalar(select(same_name)):
+        if service.current_version(session, target.id, doc.filename):
             raise Conflict(
                 f"{target.name} already holds a document named {doc.filename}: rename or "
                 "delete one of them first"

@@ -37,6 +37,7 @@ from app.db import get_engine, session_scope
 from app.ingest.chunk import chunk_document, context_prefix
 from app.ingest.embed import get_embedder
 from app.ingest.index import (
+    TARGET_STATES,
     DocumentChunks,
     ensure_live_generation,
     record_change,
@@ -407,7 +408,7 @@ def _write(jobs: list[Job]) -> None:
             for g in session.scalars(
                 select(IndexGeneration).where(
                     IndexGeneration.id.in_({p.generation_id for j in jobs for p in j.plans}),
-                    IndexGeneration.state.in_(("live", "building", "ready")),  # not cancelled
+                    IndexGeneration.state.in_(TARGET_STATES),  # not cancelled meanwhile
                 )
             )
         }

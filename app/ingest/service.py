@@ -151,19 +151,10 @@ def add_document(
             session, collection, name, len(data), err.reason, err.status, uploaded_by
         )
     sha256 = hashlib.sha256(data).hexdigest()
-    existing = _same_content(session, collection.id, sha256)
+    existing = same_content(session, collection.id, sha256)
     if existing is not None:
         return _duplicate(existing)
-    previous = session.scalar(
-        select(Document)
-        .where(
-            Document.collection_id == collection.id,
-            Document.filename == name,
-            Document.status != DocumentStatus.rejected,
-        )
-        .order_by(Document.id.desc())
-        .limit(1)
-    )
+    previous = current_version(session, collection.id, name)
     if previous is not None and not may_change(uploaded_by, previous):
         reason = f"{name} was uploaded by someone else: only they or an admin can replace it"
         return add_rejected(session, collection, name, len(data), reason, 403, uploaded_by)
@@ -184,14 +175,29 @@ def add_document(
             session.add(DocumentFile(document_id=doc.id, data=data))
             session.flush()
     except IntegrityError:  # the same content arrived concurrently
-        existing = _same_content(session, collection.id, sha256)
+        existing = same_content(session, collection.id, sha256)
         if existing is None:
             raise
         return _duplicate(existing)
     return Added(doc, enqueue=True)
 
 
-def _same_content(session: Session, collection_id: int, sha256: str) -> Document | None:
+def current_version(session: Session, collection_id: int, filename: str) -> Document | None:
+    """The newest (not rejected) document of that name in the collection: the one an upload
+    of the name replaces."""
+    return session.scalar(
+        select(Document)
+        .where(
+            Document.collection_id == collection_id,
+            Document.filename == filename,
+            Document.status != DocumentStatus.rejected,
+        )
+        .order_by(Document.id.desc())
+        .limit(1)
+    )
+
+
+def same_content(session: Session, collection_id: int, sha256: str) -> Document | None:
     return session.scalar(
         select(Document).where(
             Document.collection_id == collection_id,
