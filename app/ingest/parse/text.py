@@ -16,6 +16,7 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+ENCODING_SAMPLE_CHARS = 64 * 1024
 _WORD = re.compile(r"[^\W\d_]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 
@@ -59,7 +60,8 @@ def decode(data: bytes) -> str:
         western: str | None = data.decode("cp1252")
     except UnicodeDecodeError:  # a byte cp1252 leaves undefined (0x81, 0x8d, 0x8f, 0x90, 0x9d)
         western = None
-    if western is not None and looks_western(western):
+    # A sample decides: the check walks characters in Python, and a file is one encoding.
+    if western is not None and looks_western(western[:ENCODING_SAMPLE_CHARS]):
         return western
     # charset_normalizer guesses badly on short Western text (cp1250's "crčme" for "crème",
     # cp1006's "ﻓ" for "à"), which is why it only comes after cp1252.
