@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from psycopg.errors import NumericValueOutOfRange
+from sqlalchemy.exc import DataError
 
 from app.config import Settings, get_settings
 from app.errors import AppError, Invalid
@@ -102,6 +104,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         message = str(first["msg"])
         return error_response(request, Invalid(f"{where}: {message}" if where else message))
+
+    @app.exception_handler(DataError)
+    async def out_of_range(request: Request, err: DataError) -> Response:
+        """A number past its column's range (an id or offset typed by hand) is bad input, in
+        every route alike; any other DataError is a bug and stays a 500."""
+        if not isinstance(err.orig, NumericValueOutOfRange):
+            raise err
+        return error_response(request, Invalid("a number in the request is out of range"))
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(health.router)

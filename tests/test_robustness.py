@@ -196,3 +196,21 @@ def test_cli_search_rejects_k_outside_the_api_bounds(
     out, err = capsys.readouterr()
     k = argv[2].removeprefix("--k=") if argv[2].startswith("--k=") else argv[3]
     assert err == f"groundwork: --k must be from 1 to 100 (got {k})\n" and out == ""
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/documents?offset=100000000000000000000"),
+        ("GET", "/api/documents/99999999999999999999"),
+        ("DELETE", "/api/documents/99999999999999999999"),
+        ("DELETE", "/api/admin/collections/99999999999"),
+    ],
+)
+def test_a_number_past_its_column_is_a_clear_error_in_every_route(
+    client: TestClient, method: str, path: str
+):
+    response = client.request(method, path)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["message"] == "a number in the request is out of range"
+    assert client.get("/api/documents", params={"limit": 1}).status_code == 200
