@@ -17,7 +17,6 @@ COPY app app
 COPY worker worker
 COPY evals evals
 COPY migrations migrations
-COPY templates templates
 RUN pip install -e .
 
 ARG EMBEDDING_MODEL=sentence-transformers/all-MiniLM-L6-v2

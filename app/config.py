@@ -2,7 +2,7 @@
 
 Every value comes from the environment (or a `.env` file) under the upper-case name of its
 field. A URL that is set is used as it is; one that is unset makes `groundwork serve`, the CLI
-and the tests start the embedded part under `DATA_DIR` (see `app.services.embedded`).
+and the tests start the embedded part under `DATA_DIR` (see `app.infra.parts`).
 Nothing else in the code base reads `os.environ` for configuration.
 """
 
@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         3600, ge=10, description="Redis redelivers an unacknowledged task after this."
     )
     max_task_attempts: int = Field(3, ge=1, le=20, description="Crashes before `failed`.")
+    worker_grace_s: float = Field(
+        60.0, gt=0, description="/healthz answers 503 when no worker answered for this long."
+    )
 
     # Search
     search_k: int = Field(10, ge=1, le=SEARCH_K_MAX, description="Passages a search returns.")

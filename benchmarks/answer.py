@@ -26,9 +26,9 @@ import numpy as np
 from app.generation.answer import answer
 from app.generation.llm import LLMClient
 from app.generation.prompts import Passage, answer_messages
+from app.infra.parts import EmbeddedParts
+from app.infra.worker_process import WorkerProcess
 from app.retrieval.search import Hit
-from app.services.embedded import EmbeddedParts
-from app.services.worker_process import WorkerProcess
 from benchmarks.common import ROOT, fresh_parts, machine, table
 from evals.corpus import ensure_corpus
 from evals.datasets import load_squad

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from app.config import Settings, use_settings
 from app.db import migrate
-from app.services.embedded import EmbeddedParts
+from app.infra.parts import EmbeddedParts
 
 ROOT = Path(__file__).resolve().parent.parent
 SCIFACT = ROOT.parent / "shared" / "datasets" / "scifact"
@@ -68,7 +68,7 @@ def fresh_parts(**overrides: object) -> Iterator[Settings]:
             settings = parts.start()
             use_settings(settings)
             migrate(settings)
-            from worker.celery_app import configure
+            from app import jobs
 
-            configure(settings)
+            jobs.configure(settings)
             yield settings

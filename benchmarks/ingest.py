@@ -17,13 +17,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import func, select
 
+from app.collections.service import get_collection
 from app.db import session_scope
-from app.ingest import service
-from app.ingest.bulk import ingest_files, wait_settled
+from app.documents import service
+from app.documents.bulk import ingest_files, wait_settled
+from app.infra.worker_process import WorkerProcess
 from app.ingest.chunk import context_prefix
 from app.ingest.embed import get_embedder
 from app.models import Chunk, Document
-from app.services.worker_process import WorkerProcess
 from benchmarks.common import SCIFACT, fresh_parts, load_corpus, machine, table
 
 
@@ -46,9 +47,9 @@ def main() -> None:
         #    (one warm-up document) before the clock starts.
         with WorkerProcess(settings):
             with session_scope() as s:
-                collection = service.get_collection(s, "warmup", create=True)
+                collection = get_collection(s, "warmup", create=True)
                 warm = service.add_document(s, collection, "w.md", b"# Warm\n\nup", 2**20)
-            service.enqueue([warm.document])
+                service.enqueue(s, [warm.document])
             wait_settled([warm.document.id], poll_s=0.25)
 
             started = time.perf_counter()

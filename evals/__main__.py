@@ -15,15 +15,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from app.cli import CliError, running_parts
+from app.cli.common import CliError, running_parts
 from app.config import SettingsError, get_settings
+from app.infra.processes import EmbeddedError
 from app.runtime import configure_logging
-from app.services.embedded import EmbeddedError
 
 
 def table(header: list[str], rows: list[list[object]]) -> str:
-    cells = [[str(c) for c in row] for row in [header, *rows]]
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -89,7 +90,7 @@ def cmd_tune_thresholds(args: argparse.Namespace) -> dict:
 
     qa = load_squad(args.squad)
     with running_parts(worker=True) as settings:
-        report = {
+        report: dict[str, Any] = {
             "dataset": qa.name,
             "abstention": abstention(qa, settings, args.limit),
             "citation_support": citation_support(qa, settings, args.limit),

@@ -9,12 +9,12 @@ import time
 
 from sqlalchemy import select
 
+from app.collections.service import get_collection
 from app.config import Settings
 from app.db import session_scope
-from app.ingest import service
-from app.ingest.bulk import ingest_files, wait_settled
+from app.documents.bulk import ingest_files, wait_settled
 from app.ingest.detect import safe_filename
-from app.models import Document, IndexGeneration
+from app.models import Document, GenerationState, IndexGeneration
 
 log = logging.getLogger("evals")
 PIPELINE_VERSION = "1"  # bump when parsing or chunking changes what gets indexed
@@ -28,7 +28,9 @@ def as_file(doc_id: str, title: str, text: str) -> tuple[str, bytes]:
 
 def collection_name(dataset: str, fingerprint_source: bytes, settings: Settings) -> str:
     with session_scope() as s:
-        live = s.scalar(select(IndexGeneration).where(IndexGeneration.state == "live"))
+        live = s.scalar(
+            select(IndexGeneration).where(IndexGeneration.state == GenerationState.live)
+        )
         model = live.embedding_model if live else settings.embedding_model
         chunking = (
             (live.chunk_tokens, live.chunk_overlap_tokens)
@@ -53,7 +55,7 @@ def ensure_corpus(
     files = {doc_id: as_file(doc_id, *corpus[doc_id]) for doc_id in corpus}
     by_filename = {safe_filename(f[0]): doc_id for doc_id, f in files.items()}
     with session_scope() as s:
-        collection = service.get_collection(s, name, create=True)
+        collection = get_collection(s, name, create=True)
         collection_id = collection.id
         have = set(
             s.scalars(

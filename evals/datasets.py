@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from app.generations.compare import read_judgements
 
 
 @dataclass
@@ -45,24 +46,12 @@ def load_beir(directory: Path, split: str = "test") -> RetrievalSet:
         for line in f:
             doc = json.loads(line)
             corpus[str(doc["_id"])] = (doc.get("title") or "", doc.get("text") or "")
-    qrels: dict[str, dict[str, int]] = {}
-    with open(directory / "qrels" / f"{split}.tsv") as f:
-        reader = csv.reader(f, delimiter="\t")
-        next(reader)  # header
-        for qid, did, score in reader:
-            if int(score) > 0:
-                qrels.setdefault(qid, {})[did] = int(score)
-    queries = {}
-    with open(directory / "queries.jsonl") as f:
-        for line in f:
-            q = json.loads(line)
-            if str(q["_id"]) in qrels:
-                queries[str(q["_id"])] = q["text"]
+    queries, qrels = read_judgements(directory, split)
     return RetrievalSet(
         name=directory.name,
         corpus=corpus,
         queries=queries,
-        qrels={q: qrels[q] for q in queries},
+        qrels=qrels,
         fingerprint_source=corpus_path.read_bytes(),
     )
 

@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-import pytrec_eval
 
 from app.config import Settings
 from app.db import session_scope
+from app.generations.compare import metrics
 from app.models import EvalRun
 from app.retrieval.fusion import fuse
 from app.retrieval.rerank import get_reranker
@@ -21,30 +21,11 @@ from evals.datasets import RetrievalSet
 
 log = logging.getLogger("evals")
 CHUNKS_PER_QUERY = 200  # enough chunks for 100 distinct documents (Recall@100)
-MEASURES = {"ndcg_cut.10", "recall.100", "recip_rank"}
 
 
 def to_documents(result: SearchResult, by_filename: dict[str, str]) -> list[str]:
     """Chunk hits as corpus ids, each at the rank of its best chunk."""
     return list(dict.fromkeys(by_filename[h.document] for h in result.hits))
-
-
-def metrics(qrels: dict[str, dict[str, int]], runs: dict[str, list[str]]) -> dict[str, float]:
-    """nDCG@10, Recall@100 and MRR@10, averaged over the queries."""
-
-    def as_run(limit: int) -> dict[str, dict[str, float]]:
-        # trec_eval orders by score: give rank r the score 1/r.
-        return {q: {d: 1.0 / r for r, d in enumerate(docs[:limit], 1)} for q, docs in runs.items()}
-
-    evaluator = pytrec_eval.RelevanceEvaluator(qrels, MEASURES)
-    full = evaluator.evaluate(as_run(100))
-    top10 = evaluator.evaluate(as_run(10))
-    queries = list(qrels)
-    return {
-        "ndcg@10": round(float(np.mean([full[q]["ndcg_cut_10"] for q in queries])), 4),
-        "recall@100": round(float(np.mean([full[q]["recall_100"] for q in queries])), 4),
-        "mrr@10": round(float(np.mean([top10[q]["recip_rank"] for q in queries])), 4),
-    }
 
 
 def modes_to_run(settings: Settings) -> list[str]:
@@ -163,54 +144,3 @@ def _chunk_documents(session, collection_id: int, by_filename: dict[str, str]) -
         .where(Document.collection_id == collection_id)
     )
     return {chunk_id: by_filename[filename] for chunk_id, filename in rows}
-
-
-def compare_generations(
-    session, collection_id: int, generation_ids: list[int], settings: Settings
-) -> dict[str, dict[str, float]]:
-    """nDCG@10, Recall@100 and MRR@10 of hybrid search in each generation over a collection
-    whose eval set (a BEIR directory; documents named `<corpus id>.md`) is configured: the
-    admin panel shows them side by side before a switch."""
-    from pathlib import Path
-
-    from sqlalchemy import select
-
-    from app.models import Chunk, Collection, Document, IndexGeneration
-    from app.retrieval.lexical import BM25Index
-    from evals.datasets import load_beir
-
-    collection = session.get(Collection, collection_id)
-    if collection is None or not collection.eval_set:
-        raise ValueError("the collection has no eval set")
-    data = load_beir(Path(collection.eval_set))
-    results = {}
-    for generation_id in generation_ids:
-        generation = session.get(IndexGeneration, generation_id)
-        if generation is None:
-            continue
-        rows = session.execute(
-            select(
-                Chunk.id, Chunk.document_id, Chunk.collection_id, Chunk.lexemes, Document.filename
-            )
-            .join(Document, Document.id == Chunk.document_id)
-            .where(Chunk.generation_id == generation_id, Chunk.collection_id == collection_id)
-        ).all()
-        index = BM25Index()
-        index.add((c, d, col, lex.split()) for c, d, col, lex, _ in rows)
-        corpus_id = {c: filename.removesuffix(".md") for c, _, _, _, filename in rows}
-        runs: dict[str, list[str]] = {}
-        for qid, text in data.queries.items():
-            found = retrieve(
-                session,
-                text,
-                mode="hybrid",
-                depth=settings.fusion_depth,
-                collections=[collection_id],
-                settings=settings,
-                clock=Clock(),
-                pinned=(generation, index),
-            )
-            ranked = fuse(found.candidates, settings.fusion_method, settings.fusion_dense_weight)
-            runs[qid] = list(dict.fromkeys(corpus_id[c] for c, _ in ranked if c in corpus_id))
-        results[str(generation_id)] = metrics(data.qrels, runs)
-    return results

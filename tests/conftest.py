@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings, use_settings
 from app.db import get_engine, migrate
+from app.infra.parts import EmbeddedParts, LlamaKind
+from app.infra.worker_process import WorkerProcess
 from app.main import create_app
-from app.services.embedded import EmbeddedParts, LlamaKind
-from app.services.worker_process import WorkerProcess
 from tests.helpers import new_collection, serving, upload, wait_settled
 
 # Settings every test process and child process shares: small limits keep tests quick.
@@ -46,9 +46,9 @@ def settings(data_dir: Path) -> Iterator[Settings]:
         os.environ["REDIS_URL"] = resolved.redis_url or ""
         use_settings(resolved)
         migrate(resolved)
-        from worker.celery_app import configure
+        from app import jobs
 
-        configure(resolved)
+        jobs.configure(resolved)
         yield resolved
 
 
@@ -59,7 +59,7 @@ ADMIN_PASSWORD = "correct horse battery staple"
 @pytest.fixture(scope="session")
 def admin_key(settings: Settings) -> str:
     """An admin account for the tests, and an API key that acts as it."""
-    from app import accounts
+    from app.accounts import service as accounts
     from app.db import session_scope
 
     with session_scope() as s:

@@ -25,18 +25,15 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
 from app.config import Settings
+from app.conversations import store
 from app.db import session_scope
-from app.errors import Invalid, NotFound
+from app.errors import Invalid
 from app.generation import prompts
 from app.generation.citations import Citation, check_citations
 from app.generation.llm import LLMClient, LLMError
 from app.generation.prompts import NOT_COVERED
 from app.ingest.embed import get_embedder
-from app.models import Conversation, Message, MessageCitation
 from app.retrieval.search import Hit, SearchResult, search
 
 log = logging.getLogger(__name__)
@@ -128,85 +125,6 @@ def citation_json(c: Citation, passages: Sequence[dict[str, Any]]) -> dict[str, 
     }
 
 
-# -- storage (sync, run in a thread) ---------------------------------------------------------
-
-
-@dataclass
-class _Turn:
-    conversation_id: int
-    message_id: int
-    history: list[tuple[str, str]]
-
-
-def _start(
-    question: str,
-    conversation_id: int | None,
-    collection_id: int | None,
-    source: str,
-    model: str,
-    user_id: int | None,
-) -> _Turn:
-    with session_scope() as session:
-        if conversation_id is None:
-            conversation = Conversation(
-                title=question[:200], collection_id=collection_id, source=source, user_id=user_id
-            )
-            session.add(conversation)
-            session.flush()
-        else:
-            found = session.get(Conversation, conversation_id)
-            if found is None or found.user_id != user_id:
-                raise NotFound(f"no conversation {conversation_id}")
-            conversation = found
-        history = _history(session, conversation.id)
-        session.add(Message(conversation_id=conversation.id, role="user", content=question))
-        reply = Message(
-            conversation_id=conversation.id, role="assistant", status="streaming", model=model
-        )
-        session.add(reply)
-        session.flush()
-        return _Turn(conversation.id, reply.id, history)
-
-
-def _history(session: Session, conversation_id: int) -> list[tuple[str, str]]:
-    messages = session.scalars(
-        select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
-    ).all()
-    pairs, question = [], None
-    for m in messages:
-        if m.role == "user":
-            question = m.content
-        elif question is not None and m.content:
-            pairs.append((question, m.content))
-            question = None
-    return pairs
-
-
-def _finish(message_id: int, **values: Any) -> None:
-    citations: list[Citation] = values.pop("citations", [])
-    with session_scope() as session:
-        message = session.get(Message, message_id)
-        if message is None:
-            return
-        for name, value in values.items():
-            setattr(message, name, value)
-        for c in citations:
-            session.add(
-                MessageCitation(
-                    message_id=message_id,
-                    sentence=c.sentence,
-                    text=c.text,
-                    cited=c.cited,
-                    n=c.n,
-                    chunk_id=c.chunk_id,
-                    score=c.score,
-                    supported=c.supported,
-                    evidence_start=c.evidence[0] if c.evidence else None,
-                    evidence_end=c.evidence[1] if c.evidence else None,
-                )
-            )
-
-
 def _search(query: str, collections: list[int] | None, settings: Settings) -> SearchResult:
     with session_scope() as session:
         return search(session, query, collections=collections, settings=settings)
@@ -230,7 +148,13 @@ async def answer(
     started = time.perf_counter()
     question = check_question(question)
     turn = await asyncio.to_thread(
-        _start, question, conversation_id, collection_id, source, settings.llm_model, user_id
+        store.start_turn,
+        question,
+        conversation_id,
+        collection_id,
+        source,
+        settings.llm_model,
+        user_id,
     )
     timings: dict[str, float] = {}
     content: list[str] = []
@@ -275,7 +199,7 @@ async def answer(
         ) -> Event:
             """Store the finished message and its citations; the event that ends the stream."""
             timings["total_ms"] = _ms(started)
-            _finish(
+            store.finish(
                 turn.message_id,
                 status="done",
                 content=answer,
@@ -335,7 +259,7 @@ async def answer(
         yield event
     except LLMError as err:
         timings["total_ms"] = _ms(started)
-        _finish(
+        store.finish(
             turn.message_id,
             status="error",
             content="".join(content),
@@ -348,7 +272,9 @@ async def answer(
         if not finished:  # stopped: the reader went away, or stop was pressed
             log.info("answer %s stopped after %d tokens", turn.message_id, len(content))
             timings["total_ms"] = _ms(started)
-            _finish(turn.message_id, status="stopped", content="".join(content), timings=timings)
+            store.finish(
+                turn.message_id, status="stopped", content="".join(content), timings=timings
+            )
 
 
 def _ms(since: float) -> float:

@@ -2,7 +2,8 @@
 server when embedded, any compatible server elsewhere — one code path.
 
 Time-outs: connecting (LLM_CONNECT_TIMEOUT_S), waiting for a token (the first, and each next:
-LLM_FIRST_TOKEN_TIMEOUT_S) and the whole answer (LLM_TOTAL_TIMEOUT_S). Closing the stream
+LLM_FIRST_TOKEN_TIMEOUT_S; keep-alive comments and empty events do not count as tokens) and the
+whole answer (LLM_TOTAL_TIMEOUT_S). Closing the stream
 (the browser went away, stop was pressed) closes the HTTP connection, which makes vLLM and
 llama.cpp abandon the request.
 
@@ -67,6 +68,9 @@ class LLMClient:
     ) -> AsyncGenerator[str, None]:
         """Text as it is generated."""
         deadline = time.monotonic() + self.settings.llm_total_timeout_s
+        # The read time-out alone would not do: a server's SSE keep-alive comments (": ping")
+        # reset it, so the time since the last token is checked at every line as well.
+        token_timeout = self.settings.llm_first_token_timeout_s
         first = True
         self.finish_reason = None
         try:
@@ -84,12 +88,16 @@ class LLMClient:
                     raise LLMError(
                         f"the LLM answered {response.status_code}: {body}", "bad_response"
                     )
+                last_token = time.monotonic()
                 async for line in response.aiter_lines():
-                    if time.monotonic() > deadline:
+                    now = time.monotonic()
+                    if now > deadline:
                         raise LLMError(
                             f"the answer took longer than {self.settings.llm_total_timeout_s:.0f}s",
                             "total_timeout",
                         )
+                    if now - last_token > token_timeout:  # bytes came, but no token
+                        raise httpx.ReadTimeout("only keep-alives")
                     if not line.startswith("data:"):
                         continue
                     payload = line[5:].strip()
@@ -100,6 +108,7 @@ class LLMClient:
                         self.finish_reason = finish_reason
                     if delta:
                         first = False
+                        last_token = now
                         yield delta
         except httpx.ConnectError as err:
             raise LLMError(

@@ -13,15 +13,16 @@ from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.models import Chunk, IndexChange, IndexGeneration
+from app.models import TARGET_STATES, Chunk, GenerationState, IndexChange, IndexGeneration
 
 CHANGE_LOCK = 7_340_002  # serialises change-log ids with commits (see IndexChange)
 GENERATION_LOCK = 7_340_003
-TARGET_STATES = ("live", "building", "ready")  # generations that new chunks go to
 
 
 def live_generation(session: Session) -> IndexGeneration | None:
-    return session.scalars(select(IndexGeneration).where(IndexGeneration.state == "live")).first()
+    return session.scalars(
+        select(IndexGeneration).where(IndexGeneration.state == GenerationState.live)
+    ).first()
 
 
 def target_generations(session: Session) -> list[IndexGeneration]:
@@ -37,7 +38,12 @@ def target_generations(session: Session) -> list[IndexGeneration]:
 
 
 def create_generation(
-    session: Session, *, model: str, dimension: int, settings: Settings, state: str
+    session: Session,
+    *,
+    model: str,
+    dimension: int,
+    settings: Settings,
+    state: GenerationState,
 ) -> IndexGeneration:
     """A generation with its own partial HNSW index over `embedding::vector(dimension)`."""
     generation = IndexGeneration(
@@ -46,7 +52,7 @@ def create_generation(
         chunk_tokens=settings.chunk_tokens,
         chunk_overlap_tokens=settings.chunk_overlap_tokens,
         state=state,
-        activated_at=datetime.now(UTC) if state == "live" else None,
+        activated_at=datetime.now(UTC) if state == GenerationState.live else None,
     )
     session.add(generation)
     session.flush()
@@ -84,7 +90,7 @@ def ensure_live_generation(session: Session, settings: Settings) -> IndexGenerat
         model=settings.embedding_model,
         dimension=dimension,
         settings=settings,
-        state="live",
+        state=GenerationState.live,
     )
 
 

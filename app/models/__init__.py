@@ -11,6 +11,8 @@ from app.models.accounts import (
 )
 from app.models.chat import Conversation, Message, MessageCitation
 from app.models.documents import (
+    IN_FLIGHT,
+    IN_PROGRESS,
     SETTLED,
     Collection,
     Document,
@@ -19,10 +21,23 @@ from app.models.documents import (
     IngestionAttempt,
 )
 from app.models.evals import EvalRun
-from app.models.index import Chunk, IndexChange, IndexGeneration, ReindexJob
+from app.models.index import (
+    PENDING_STATES,
+    TARGET_STATES,
+    Chunk,
+    GenerationState,
+    IndexChange,
+    IndexGeneration,
+    ReindexJob,
+)
+from app.models.jobs import Job
 
 __all__ = [
+    "IN_FLIGHT",
+    "IN_PROGRESS",
+    "PENDING_STATES",
     "SETTLED",
+    "TARGET_STATES",
     "ApiKey",
     "AuditEvent",
     "Chunk",
@@ -33,11 +48,13 @@ __all__ = [
     "DocumentFile",
     "DocumentStatus",
     "EvalRun",
+    "GenerationState",
     "Group",
     "GroupMember",
     "IndexChange",
     "IndexGeneration",
     "IngestionAttempt",
+    "Job",
     "Message",
     "MessageCitation",
     "ReindexJob",

@@ -38,6 +38,8 @@ class DocumentStatus(StrEnum):
 
 
 SETTLED = frozenset({DocumentStatus.indexed, DocumentStatus.failed, DocumentStatus.rejected})
+IN_PROGRESS = (DocumentStatus.parsing, DocumentStatus.chunking, DocumentStatus.embedding)
+IN_FLIGHT = (DocumentStatus.queued, *IN_PROGRESS)
 
 
 class Collection(Base):

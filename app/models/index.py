@@ -4,6 +4,7 @@ change log that in-memory indexes (BM25) follow."""
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
@@ -23,6 +24,19 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
+
+
+class GenerationState(StrEnum):
+    building = "building"  # being filled beside the live one
+    ready = "ready"  # complete, waiting for an admin to switch
+    live = "live"  # what every search reads (exactly one)
+    retired = "retired"  # was live; can be rolled back to for a while
+    cancelled = "cancelled"
+
+
+# Generations that new chunks go to: the live one and any built (or being built) beside it.
+TARGET_STATES = (GenerationState.live, GenerationState.building, GenerationState.ready)
+PENDING_STATES = (GenerationState.building, GenerationState.ready)
 
 
 class IndexGeneration(Base):

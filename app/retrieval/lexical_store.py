@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.models import Chunk, IndexChange, IndexGeneration
+from app.models import Chunk, GenerationState, IndexChange, IndexGeneration
 from app.retrieval.lexical import BM25Index
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,9 @@ class LexicalFollower:
         """The index, brought up to date, held for the caller's search."""
         generation_id, last_change = session.execute(
             select(
-                select(IndexGeneration.id).where(IndexGeneration.state == "live").scalar_subquery(),
+                select(IndexGeneration.id)
+                .where(IndexGeneration.state == GenerationState.live)
+                .scalar_subquery(),
                 select(func.coalesce(func.max(IndexChange.id), 0)).scalar_subquery(),
             )
         ).one()

@@ -11,8 +11,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from app import accounts
-from app.accounts import SignedIn
+from app.accounts import service as accounts
+from app.accounts.service import SignedIn
+from app.collections.access import readable_collections
 from app.config import Settings
 from app.db import session_scope
 from app.errors import Forbidden, Unauthorized
@@ -86,7 +87,11 @@ AdminUser = Annotated[SignedIn, Depends(require_admin)]
 
 def readable(session: Session, who: SignedIn) -> list[int] | None:
     """The collection ids the signed-in user may read (None: all)."""
-    return accounts.readable_collections(session, who.user)
+    return readable_collections(session, who.user)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 def csrf_token(request: Request) -> str:

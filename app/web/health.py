@@ -1,4 +1,5 @@
-"""GET /healthz: each part's state. 200 when the database and broker answer, else 503."""
+"""GET /healthz: each part's state. 200 when the database and broker answer and a worker has
+answered within WORKER_GRACE_S, else 503."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from app.services.health import health, is_healthy
+from app.infra.health import health, is_healthy
 
 router = APIRouter()
 
 
 @router.get("/healthz", tags=["health"])
 async def healthz(request: Request) -> JSONResponse:
-    report = await run_in_threadpool(health, request.app.state.settings)
-    return JSONResponse(report, status_code=200 if is_healthy(report) else 503)
+    settings = request.app.state.settings
+    report = await run_in_threadpool(health, settings)
+    healthy = is_healthy(report, settings.worker_grace_s)
+    return JSONResponse(report, status_code=200 if healthy else 503)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from app.ingest.service import may_change
+from app.documents.service import may_change
 from app.web.deps import CSRF_COOKIE, csrf_token
 
-TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parents[2] / "templates")
+TEMPLATES = Jinja2Templates(directory=Path(__file__).resolve().parents[1] / "templates")
 
 
 def filesize(n: int | None) -> str:
@@ -32,6 +33,11 @@ TEMPLATES.env.globals["may_change"] = may_change
 
 def is_htmx(request: Request) -> bool:
     return request.headers.get("HX-Request") == "true"
+
+
+def signin_redirect(request: Request) -> str:
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return f"/signin?next={quote(here, safe='')}"
 
 
 def render(

@@ -1,0 +1,19 @@
+"""The admin panel at /admin and the admin JSON API at /api/admin, one module per area: the
+page itself and the audit log (`page`), jobs (`jobs`), collections and access with
+reindexing (`collections`), index generations (`generations`) and people (`people`). Every
+route is for admins only (403 otherwise), enforced on the server; routes are thin and call
+the domains' services."""
+
+from fastapi import APIRouter
+
+from app.admin import collections, generations, jobs, page, people
+
+ROUTERS: list[APIRouter] = [
+    page.pages,
+    jobs.pages,
+    jobs.api,
+    collections.pages,
+    collections.api,
+    generations.pages,
+    people.pages,
+]

@@ -1,0 +1,85 @@
+"""Sending many files at once (the CLI, the evals, the benchmarks): stored and queued a batch
+at a time, so that workers start on the first batch while the rest is still being stored."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from collections.abc import Callable, Iterable
+
+from sqlalchemy import func, select
+
+from app import jobs
+from app.collections.service import get_collection
+from app.config import Settings
+from app.db import session_scope
+from app.documents import service
+from app.ingest.attempts import TRANSIENT
+from app.models import SETTLED, Collection, Document
+
+# A file to send: its name, its size, and how to read it (only when it is accepted).
+Source = tuple[str, int, Callable[[], bytes]]
+
+
+def ingest_files(collection_name: str, sources: Iterable[Source], settings: Settings) -> list[int]:
+    """Document ids in the order of `sources` (duplicates keep their earlier id)."""
+    with session_scope() as session:
+        collection_id = get_collection(session, collection_name, create=True).id
+    ids: list[int] = []
+    it = iter(sources)
+    while group := list(itertools.islice(it, service.BATCH_DOCUMENTS)):
+        queued: list[Document] = []
+        with session_scope() as session:
+            collection = session.get(Collection, collection_id)
+            assert collection is not None
+            for name, size, read in group:
+                if size > settings.max_upload_bytes:
+                    reason = f"larger than the {settings.max_upload_mb} MB limit"
+                    added = service.add_rejected(session, collection, name, size, reason, 413)
+                else:
+                    added = service.add_document(
+                        session, collection, name, read(), settings.max_upload_bytes
+                    )
+                ids.append(added.document.id)
+                if added.enqueue:
+                    queued.append(added.document)
+            service.enqueue(session, queued)
+    return ids
+
+
+class Stalled(Exception):
+    """Nothing moved for a while: the message says how many documents are left."""
+
+
+def wait_settled(
+    ids: list[int],
+    poll_s: float = 1.0,
+    on_wait: Callable[[int], None] | None = None,
+    stall_s: float | None = None,
+) -> None:
+    """Until every document is indexed, failed or rejected. Jobs the broker did not take are
+    sent from here too (this may be the only process running). With `stall_s`, gives up
+    (`Stalled`) when no document moved (status or chunks embedded) for that long."""
+    moved_at, last = time.monotonic(), None
+    while True:
+        with session_scope() as session:
+            pending, chunks = session.execute(
+                select(func.count(), func.coalesce(func.sum(Document.chunks_done), 0)).where(
+                    Document.id.in_(ids), Document.status.not_in(SETTLED)
+                )
+            ).one()
+            with contextlib.suppress(*TRANSIENT):
+                jobs.dispatch(session)
+        if not pending:
+            return
+        if (pending, chunks) != last:
+            moved_at, last = time.monotonic(), (pending, chunks)
+        elif stall_s is not None and time.monotonic() - moved_at > stall_s:
+            raise Stalled(
+                f"{pending} document(s) made no progress for {stall_s:.0f} s: is a worker "
+                "running and reaching the database and the broker? (see /admin or /healthz)"
+            )
+        if on_wait is not None:
+            on_wait(int(pending or 0))
+        time.sleep(poll_s)

@@ -1,0 +1,113 @@
+"""Search: the JSON API (GET /api/search) and the page at /search, one code path."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+from markupsafe import Markup, escape
+from pydantic import BaseModel
+
+from app.collections.access import search_scope
+from app.collections.service import list_collections
+from app.config import SEARCH_K_MAX
+from app.retrieval.search import MODES, Mode, search
+from app.retrieval.tokenize import matched_terms, tokenize
+from app.web.deps import CsrfDep, CurrentUser, SessionDep, readable
+from app.web.render import TEMPLATES, render
+
+api = APIRouter(prefix="/api", tags=["search"], dependencies=[CsrfDep])
+pages = APIRouter(dependencies=[CsrfDep], include_in_schema=False)
+
+
+class HitOut(BaseModel):
+    rank: int
+    chunk_id: int
+    document_id: int
+    document: str
+    title: str | None
+    collection: str
+    page: int | None
+    page_start: int | None
+    page_end: int | None
+    char_start: int
+    char_end: int
+    heading_path: list[str]
+    text: str
+    scores: dict[str, float | None]
+    generation_id: int
+
+
+class SearchOut(BaseModel):
+    query: str
+    mode: str
+    generation: int | None
+    reranked: bool
+    reranker: dict[str, str]
+    relevance: float | None
+    timings: dict[str, float]
+    results: list[HitOut]
+
+
+@api.get("/search", response_model=SearchOut)
+def search_api(
+    session: SessionDep,
+    who: CurrentUser,
+    q: Annotated[str, Query(description="the question or keywords", max_length=2000)],
+    collection: Annotated[str | None, Query(description="only this collection")] = None,
+    k: Annotated[int | None, Query(ge=1, le=SEARCH_K_MAX, description="passages to return")] = None,
+    mode: Annotated[Mode, Query(description="bm25, dense or hybrid")] = "hybrid",
+    rerank: Annotated[bool, Query(description="rerank hybrid results when loaded")] = True,
+) -> dict:
+    """Ranked passages with each stage's score (bm25, dense, fused, rerank) and the time
+    each stage took. `reranker` says whether the cross-encoder was used, or why not."""
+    allowed = search_scope(session, who.user, collection)
+    return search(session, q, mode=mode, k=k, collections=allowed, rerank=rerank).to_dict()
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def highlight(text: str, query: str) -> Markup:
+    """The passage, escaped, with the words that match the query's stems marked."""
+    stems = matched_terms(query)
+    out, pos = [], 0
+    for m in _WORD.finditer(text):
+        word = m.group(0)
+        if len(word) > 1 and set(tokenize(word)) & stems:
+            out.append(escape(text[pos : m.start()]))
+            out.append(Markup("<mark>") + escape(word) + Markup("</mark>"))
+            pos = m.end()
+    out.append(escape(text[pos:]))
+    return Markup("").join(out)
+
+
+TEMPLATES.env.filters["highlight"] = highlight
+
+
+@pages.get("/search", response_class=HTMLResponse)
+def search_page(
+    request: Request,
+    session: SessionDep,
+    who: CurrentUser,
+    q: str = "",
+    collection: str = "",
+    mode: Mode = "hybrid",
+):
+    visible = readable(session, who)
+    result = None
+    if q.strip():
+        allowed = search_scope(session, who.user, collection or None)
+        result = search(session, q, mode=mode, collections=allowed)
+    context = {
+        "active": "search",
+        "q": q,
+        "mode": mode,
+        "modes": MODES,
+        "collection": collection,
+        "collections": [c.name for c, _ in list_collections(session, visible)],
+        "result": result,
+    }
+    return render(request, "search.html", context, fragment="_search_results.html")
