@@ -10,13 +10,9 @@ user to leave stops it. Parts are started in their own session so that Ctrl-C re
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-import pwd
-import secrets
 import signal
-import stat
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -29,7 +25,10 @@ from app.infra.processes import (
     EmbeddedError,
     Registry,
     free_port,
+    package_dir,
     pid_alive,
+    run_as_unprivileged_user,
+    secret_file,
     stop_process,
     wait_group_gone,
     wait_until,
@@ -83,47 +82,6 @@ class PartKind:
             log_file.close()
 
 
-def package_dir(name: str) -> Path:
-    """Where an installed package lives, without importing it (pgserver's import has effects)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedError(f"the package {name} is not installed")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def run_as_unprivileged_user(pgdata: Path, install_dir: Path) -> pwd.struct_passwd | None:
-    """Postgres refuses to run as root. As root, run it as a system user `pgserver` (made if
-    missing, as the pgserver package does) that can reach the binaries and owns the data."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        entry = pwd.getpwnam("pgserver")
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "pgserver"], check=True)
-        entry = pwd.getpwnam("pgserver")
-    traverse = stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH
-    for path in [*pgdata.parents, *install_dir.parents]:
-        mode = path.stat().st_mode
-        if mode & traverse != traverse:
-            path.chmod(mode | traverse)
-    for path in install_dir.rglob("*"):
-        mode = path.stat().st_mode
-        if mode & traverse != traverse and not path.is_symlink():
-            path.chmod(mode | traverse)
-    if pgdata.stat().st_uid != entry.pw_uid:
-        os.chown(pgdata, entry.pw_uid, entry.pw_gid)
-    return entry
-
-
-def _secret_file(path: Path) -> str:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(16))
-    return path.read_text().strip()
-
-
 class PostgresKind(PartKind):
     name = "postgres"
     stop_signal = signal.SIGINT  # fast shutdown: roll back clients, checkpoint, exit
@@ -138,7 +96,7 @@ class PostgresKind(PartKind):
     def launch(self, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
         bin_dir = package_dir("pgserver") / "pginstall" / "bin"
         pgdata = self.data_dir / "postgres"
-        password = _secret_file(self.data_dir / "secrets" / "postgres")
+        password = secret_file(self.data_dir / "secrets" / "postgres")
         pgdata.mkdir(parents=True, exist_ok=True)
         owner = run_as_unprivileged_user(pgdata, bin_dir.parent)
         if not (pgdata / "PG_VERSION").exists():
@@ -205,7 +163,7 @@ class RedisKind(PartKind):
 
         directory = self.data_dir / "redis"
         directory.mkdir(parents=True, exist_ok=True)
-        password = _secret_file(self.data_dir / "secrets" / "redis")
+        password = secret_file(self.data_dir / "secrets" / "redis")
         port = port or free_port()
         conf = directory / "redis.conf"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

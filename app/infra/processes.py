@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import json
 import logging
 import os
+import pwd
+import secrets
 import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -148,3 +152,44 @@ class Registry:
 
     def remove(self, name: str) -> None:
         (self.dir / f"{name}.json").unlink(missing_ok=True)
+
+
+def package_dir(name: str) -> Path:
+    """Where an installed package lives, without importing it (pgserver's import has effects)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError(f"the package {name} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def run_as_unprivileged_user(pgdata: Path, install_dir: Path) -> pwd.struct_passwd | None:
+    """Postgres refuses to run as root. As root, run it as a system user `pgserver` (made if
+    missing, as the pgserver package does) that can reach the binaries and owns the data."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam("pgserver")
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "pgserver"], check=True)
+        entry = pwd.getpwnam("pgserver")
+    traverse = stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH
+    for path in [*pgdata.parents, *install_dir.parents]:
+        mode = path.stat().st_mode
+        if mode & traverse != traverse:
+            path.chmod(mode | traverse)
+    for path in install_dir.rglob("*"):
+        mode = path.stat().st_mode
+        if mode & traverse != traverse and not path.is_symlink():
+            path.chmod(mode | traverse)
+    if pgdata.stat().st_uid != entry.pw_uid:
+        os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+    return entry
+
+
+def secret_file(path: Path) -> str:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(16))
+    return path.read_text().strip()

@@ -311,3 +311,23 @@ def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     missing = [name.upper() for name in Settings.model_fields if name.upper() not in readme]
     assert not missing, f"README.md does not describe {missing}"
+
+
+def test_a_non_editable_install_carries_templates_and_static(tmp_path: Path):
+    """`pip install .` (not -e): the package must bring its pages and static files."""
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+            "--no-build-isolation", "--target", str(target), str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )  # fmt: skip
+    package = target / "app"
+    assert (package / "templates" / "base.html").is_file()
+    assert (package / "templates" / "_admin_jobs.html").is_file()
+    assert (package / "static" / "htmx.min.js").is_file()
+    assert (package / "static" / "swagger-ui" / "swagger-ui-bundle.js").is_file()
+    assert (target / "worker" / "tasks.py").is_file()
