@@ -44,10 +44,17 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="Embedded parts, secrets and temp files.")
     max_upload_mb: int = Field(50, gt=0, le=4096, description="Largest accepted file.")
+    max_pdf_pages: int = Field(5000, ge=1, description="A PDF with more pages fails.")
+    max_text_chars: int = Field(
+        5_000_000, ge=1000, description="A document with more extracted text fails."
+    )
     secret_key: SecretStr | None = Field(
         None, description="Signs sessions and CSRF tokens; generated under DATA_DIR when unset."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    collection_creators: Literal["admins", "members"] = Field(
+        "admins", description="Who may create collections (members read what they create)."
+    )
 
     # Workers
     worker_concurrency: int = Field(2, ge=1, le=64, description="Processes per Celery worker.")
@@ -57,6 +64,12 @@ class Settings(BaseSettings):
         3600, ge=10, description="Redis redelivers an unacknowledged task after this."
     )
     max_task_attempts: int = Field(3, ge=1, le=20, description="Crashes before `failed`.")
+    document_time_limit_s: float = Field(
+        300.0, gt=0, description="Reading (parsing and chunking) one document."
+    )
+    worker_memory_limit_mb: int = Field(
+        4096, ge=0, description="Address-space ceiling per pool process; 0: none."
+    )
     worker_grace_s: float = Field(
         60.0, gt=0, description="/healthz answers 503 when no worker answered for this long."
     )
@@ -145,6 +158,10 @@ class Settings(BaseSettings):
         path = self.data_dir.expanduser().resolve()
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def members_may_create(self) -> bool:
+        return self.collection_creators == "members"
 
     @property
     def max_upload_bytes(self) -> int:

@@ -7,8 +7,7 @@ import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 
@@ -22,6 +21,8 @@ from app.documents import routes as documents
 from app.infra.sweeps import Sweeper
 from app.retrieval import routes as search
 from app.web import errors, health
+from app.web.middleware import RefuseNul, SecurityHeaders
+from app.web.render import TEMPLATES
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -70,16 +71,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
 
     @app.get("/docs", include_in_schema=False)
-    def docs() -> Response:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="Groundwork API",
-            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
-            swagger_css_url="/static/swagger-ui/swagger-ui.css",
-            swagger_favicon_url="/static/swagger-ui/favicon.png",
-        )
+    def docs(request: Request) -> Response:
+        """Swagger UI from /static, started by a script file (no CDN, no inline script)."""
+        return TEMPLATES.TemplateResponse(request, "docs.html", {})
 
     errors.install(app)
+    app.add_middleware(RefuseNul)
+    app.add_middleware(SecurityHeaders)  # outermost: refusals get the headers too
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for router in (
         health.router,

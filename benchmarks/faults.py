@@ -22,20 +22,27 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-import psycopg
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import psycopg  # noqa: E402
+
+from app.infra.processes import child_pids, free_port  # noqa: E402
+from benchmarks.common import machine, table  # noqa: E402
+
 FAULTS = ("worker", "redis", "postgres", "restarts")
 COLLECTION = "faults"
 SETTLE_TIMEOUT_S = 600.0
 BUSY = ("parsing", "chunking", "embedding")
 
 WORDS = (
-    "ledger invoice harbour lantern meadow orchard quarry ribbon saddle timber velvet walnut "
-    "anchor basket candle dragon engine falcon glacier hammer island jacket kettle ladder "
-    "marble needle oyster parcel quartz rocket signal tunnel umbrella violin window yellow"
-).split()
+    "ledger", "invoice", "harbour", "lantern", "meadow", "orchard", "quarry", "ribbon",
+    "saddle", "timber", "velvet", "walnut", "anchor", "basket", "candle", "dragon", "engine",
+    "falcon", "glacier", "hammer", "island", "jacket", "kettle", "ladder", "marble", "needle",
+    "oyster", "parcel", "quartz", "rocket", "signal", "tunnel", "umbrella", "violin", "window",
+    "yellow",
+)  # fmt: skip
 
 
 def make_documents(directory: Path, count: int, paragraphs: int = 12) -> None:
@@ -57,12 +64,6 @@ def child_env(data_dir: Path) -> dict[str, str]:
     }
     env.update(DATA_DIR=str(data_dir), LOG_LEVEL="INFO", WORKER_CONCURRENCY="2")
     return env
-
-
-def free_port() -> int:
-    from app.infra.processes import free_port as port
-
-    return port()
 
 
 @dataclass
@@ -124,8 +125,6 @@ class Serve:
             return None
 
     def worker_pid(self) -> int:
-        from app.infra.processes import child_pids
-
         assert self.proc is not None
         for pid in child_pids(self.proc.pid):
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -242,8 +241,6 @@ def run(fault: str, root: Path, docs: int = 60) -> dict:
 
 
 def main() -> None:
-    from benchmarks.common import machine, table
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=60)
     parser.add_argument("--faults", default=",".join(FAULTS))

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import func, select
 
-from app.collections.service import get_collection
+from app.collections.service import create_collection
 from app.db import session_scope
 from app.documents import service
 from app.documents.bulk import ingest_files, wait_settled
@@ -47,7 +47,7 @@ def main() -> None:
         #    (one warm-up document) before the clock starts.
         with WorkerProcess(settings):
             with session_scope() as s:
-                collection = get_collection(s, "warmup", create=True)
+                collection = create_collection(s, "warmup")
                 warm = service.add_document(s, collection, "w.md", b"# Warm\n\nup", 2**20)
                 service.enqueue(s, [warm.document])
             wait_settled([warm.document.id], poll_s=0.25)

@@ -9,7 +9,7 @@ import time
 
 from sqlalchemy import select
 
-from app.collections.service import get_collection
+from app.collections.service import collection_for_upload
 from app.config import Settings
 from app.db import session_scope
 from app.documents.bulk import ingest_files, wait_settled
@@ -55,7 +55,7 @@ def ensure_corpus(
     files = {doc_id: as_file(doc_id, *corpus[doc_id]) for doc_id in corpus}
     by_filename = {safe_filename(f[0]): doc_id for doc_id, f in files.items()}
     with session_scope() as s:
-        collection = get_collection(s, name, create=True)
+        collection = collection_for_upload(s, name)
         collection_id = collection.id
         have = set(
             s.scalars(

@@ -118,3 +118,107 @@ def make_html(title: str, heading: str, paragraphs: list[str]) -> bytes:
         f"<nav><a href='/'>Home</a> | <a href='/about'>About us</a></nav>"
         f"<main><h1>{heading}</h1>{body}</main><footer>Copyright footer</footer></body></html>"
     ).encode()
+
+
+# -- hostile files ---------------------------------------------------------------------------
+
+
+def docx_with_entry(name: str, data: bytes, method: int, declared: int | None = None) -> bytes:
+    """A DOCX-shaped archive with one more entry, compressed with `method`; with `declared`,
+    its uncompressed size is written as that (a lie) in both the local header and the
+    central directory."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr(
+            "word/document.xml",
+            '<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+            "<w:body><w:p><w:r><w:t>Quarterly figures.</w:t></w:r></w:p></w:body></w:document>",
+        )
+        zf.writestr(zipfile.ZipInfo(name), data, compress_type=method)
+    raw = bytearray(out.getvalue())
+    if declared is not None:
+        encoded = name.encode()
+        local = raw.find(b"PK\x03\x04")
+        while local != -1:
+            size_at = local + 22
+            name_len = int.from_bytes(raw[local + 26 : local + 28], "little")
+            if bytes(raw[local + 30 : local + 30 + name_len]) == encoded:
+                raw[size_at : size_at + 4] = declared.to_bytes(4, "little")
+            local = raw.find(b"PK\x03\x04", local + 4)
+        central = raw.find(b"PK\x01\x02")
+        while central != -1:
+            name_len = int.from_bytes(raw[central + 28 : central + 30], "little")
+            if bytes(raw[central + 46 : central + 46 + name_len]) == encoded:
+                raw[central + 24 : central + 28] = declared.to_bytes(4, "little")
+            central = raw.find(b"PK\x01\x02", central + 4)
+    return bytes(raw)
+
+
+def zip_of_zips(depth: int = 3, width: int = 4) -> bytes:
+    """A zip holding zips holding zips (`width` at each of `depth` levels)."""
+    inner = b"\x00" * (1 << 20)
+    for _ in range(depth):
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+            for i in range(width):
+                zf.writestr(f"part{i}.zip", inner)
+        inner = out.getvalue()
+    return inner
+
+
+def page_tree_dag(levels: int = 6, fanout: int = 10, lines: int = 1) -> bytes:
+    """A tiny PDF whose page tree lists the same child `fanout` times at each of `levels`
+    levels: fanout ** levels pages, all the same one page (of `lines` lines of 75
+    characters, in 4-point type so that 150 fit)."""
+    objects: list[bytes] = []
+
+    def add(body: bytes) -> int:
+        objects.append(body)
+        return len(objects)
+
+    catalog = add(b"")
+    font = add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
+    line = b"(" + b"Hello from a page of a tree that lists the same page many times. " + b") Tj T*"
+    stream = b"BT /F1 4 Tf 5 TL 20 780 Td " + b" ".join([line] * lines) + b" ET"
+    content = add(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    page = add(b"")
+    nodes = [add(b"") for _ in range(levels)]
+    objects[page - 1] = (
+        b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 612 792] "
+        b"/Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>" % (nodes[0], font, content)
+    )
+    child, count = page, 1
+    for i, node in enumerate(nodes):
+        count *= fanout
+        parent = b" /Parent %d 0 R" % nodes[i + 1] if i + 1 < len(nodes) else b""
+        kids = b" ".join([b"%d 0 R" % child] * fanout)
+        objects[node - 1] = b"<< /Type /Pages /Kids [%s] /Count %d%s >>" % (kids, count, parent)
+        child = node
+    objects[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R >>" % nodes[-1]
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % number + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    for offset in offsets:
+        out.write(b"%010d 00000 n \n" % offset)
+    out.write(
+        b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n"
+        % (len(objects) + 1, catalog, xref)
+    )
+    return out.getvalue()
+
+
+# First bytes of executables: a DOS/PE header (with the stub's message), ELF, Mach-O.
+PE_HEAD = (
+    b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff\x00\x00"
+    + b"\x00" * 44
+    + b"\x80\x00\x00\x00\x0e\x1f\xba\x0e\x00\xb4\x09\xcd\x21"
+    + b"This program cannot be run in DOS mode.\r\r\n$"
+)
+ELF_HEAD = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8
+MACHO_HEAD = b"\xcf\xfa\xed\xfe\x07\x00\x00\x01" + b"\x00" * 8

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 
 from celery import Celery
@@ -31,10 +32,16 @@ def _init_worker_process(**_: object) -> None:
     from app.db import dispose_engines
     from app.runtime import share_cores
 
+    settings = get_settings()
     dispose_engines()
-    jobs.configure(get_settings())  # a broker connection of its own, after the fork
-    share_cores(get_settings().worker_concurrency)
+    jobs.configure(settings)  # a broker connection of its own, after the fork
+    share_cores(settings.worker_concurrency)
     signal.signal(HAND_BACK_SIGNAL, request_stop)
+    if settings.worker_memory_limit_mb:
+        # A file that makes a parser allocate without bound fails with MemoryError in this
+        # process (one document) instead of taking the machine's memory.
+        ceiling = settings.worker_memory_limit_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (ceiling, ceiling))
 
 
 @worker_shutting_down.connect

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 
 from app.collections import service
-from app.web.deps import CsrfDep, CurrentUser, SessionDep, readable
+from app.web.deps import CsrfDep, CurrentUser, SessionDep, SettingsDep, readable
 
 api = APIRouter(prefix="/api", tags=["collections"], dependencies=[CsrfDep])
 pages = APIRouter(dependencies=[CsrfDep], include_in_schema=False)
@@ -35,21 +35,32 @@ def list_collections(session: SessionDep, who: CurrentUser) -> list[CollectionOu
     ]
 
 
-@api.post("/collections", response_model=CollectionOut, status_code=201)
-def create_collection(body: CollectionIn, session: SessionDep, who: CurrentUser) -> CollectionOut:
-    """Make a collection (its maker may read it; admins may read all)."""
-    collection = service.get_collection(
-        session, body.name, create=True, readable=readable(session, who), creator=who.user
+@api.post(
+    "/collections",
+    response_model=CollectionOut,
+    status_code=201,
+    responses={
+        403: {"description": "Members may not create collections"},
+        409: {"description": "The name is taken"},
+    },
+)
+def create_collection(
+    body: CollectionIn, session: SessionDep, settings: SettingsDep, who: CurrentUser
+) -> CollectionOut:
+    """Make a collection (its maker may read it; admins may read all). A taken name is a
+    409; members may create collections only when COLLECTION_CREATORS is `members` (403)."""
+    collection = service.create_collection(
+        session, body.name, creator=who.user, members_may_create=settings.members_may_create
     )
     return CollectionOut(id=collection.id, name=collection.name, documents=0)
 
 
 @pages.post("/collections", response_class=HTMLResponse)
 def create_collection_page(
-    request: Request, session: SessionDep, who: CurrentUser, name: Annotated[str, Form()]
+    session: SessionDep, settings: SettingsDep, who: CurrentUser, name: Annotated[str, Form()]
 ):
-    collection = service.get_collection(
-        session, name, create=True, readable=readable(session, who), creator=who.user
+    collection = service.create_collection(
+        session, name, creator=who.user, members_may_create=settings.members_may_create
     )
     response = Response(status_code=204)
     response.headers["HX-Redirect"] = f"/documents?collection={collection.name}"

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.accounts.service import Account
-from app.errors import Conflict, Invalid, NotFound
+from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.ingest.index import record_change
 from app.models import Collection, CollectionMember, Document, DocumentStatus, Group, User
 
@@ -28,35 +28,60 @@ def check_collection_name(name: str) -> str:
     return name
 
 
-def get_collection(
+def get_collection(session: Session, name: str, *, readable: list[int] | None = None) -> Collection:
+    """The collection of that name; one the caller may not read is answered as missing."""
+    name = check_collection_name(name)
+    collection = session.scalar(select(Collection).where(Collection.name == name))
+    if collection is None or (readable is not None and collection.id not in readable):
+        raise NotFound(f"no collection named {name!r}")
+    return collection
+
+
+def create_collection(
     session: Session,
     name: str,
     *,
-    create: bool = False,
-    readable: list[int] | None = None,
     creator: Account | None = None,
+    members_may_create: bool = False,
 ) -> Collection:
-    """The collection, or (with `create`) a new one that its creator may read."""
+    """A new collection that its creator may read (admins read all). A name that is taken
+    is refused (409), never handed back: whoever made it first decides who reads it. Members
+    may create collections only when COLLECTION_CREATORS is `members`."""
     name = check_collection_name(name)
-    collection = session.scalar(select(Collection).where(Collection.name == name))
-    if collection is not None:
-        if readable is not None and collection.id not in readable:
-            raise NotFound(f"no collection named {name!r}")
-        return collection
-    if not create:
-        raise NotFound(f"no collection named {name!r}")
+    if creator is not None and not creator.is_admin and not members_may_create:
+        raise Forbidden("only admins create collections (COLLECTION_CREATORS): ask one")
+    if session.scalar(select(Collection.id).where(Collection.name == name)) is not None:
+        raise Conflict(f"the name {name!r} is taken: choose another")
     collection = Collection(name=name)
     try:
         with session.begin_nested():
             session.add(collection)
     except IntegrityError:  # made by a concurrent request
-        raise Conflict(f"the collection {name!r} was just made by someone else") from None
+        raise Conflict(f"the name {name!r} is taken: choose another") from None
     if creator is not None and not creator.is_admin:
         session.add(CollectionMember(collection_id=collection.id, user_id=creator.id))
         session.flush()
-        if readable is not None:
-            readable.append(collection.id)
     return collection
+
+
+def collection_for_upload(
+    session: Session,
+    name: str,
+    *,
+    readable: list[int] | None = None,
+    creator: Account | None = None,
+    members_may_create: bool = False,
+) -> Collection:
+    """Where an upload goes: the named collection if the uploader may read it, else a new
+    one of that name (if they may create collections; a name taken by a collection they
+    cannot read is answered as missing)."""
+    name = check_collection_name(name)
+    existing = session.scalar(select(Collection).where(Collection.name == name))
+    if existing is not None:
+        if readable is not None and existing.id not in readable:
+            raise NotFound(f"no collection named {name!r}")
+        return existing
+    return create_collection(session, name, creator=creator, members_may_create=members_may_create)
 
 
 def list_collections(

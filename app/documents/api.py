@@ -11,10 +11,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from app.accounts.service import audit
-from app.collections.service import DEFAULT_COLLECTION, get_collection
+from app.collections.service import get_collection
 from app.documents import service
 from app.documents.service import Added
-from app.documents.uploads import receive_files, store
+from app.documents.uploads import receive_and_store
 from app.models import Document
 from app.web.deps import CsrfDep, CurrentUser, SessionDep, SettingsDep, readable
 
@@ -121,16 +121,9 @@ async def upload_documents(
     """Upload files (multipart, field `files`, many at once) into a collection (made if new,
     readable by whoever made it). Each is queued for ingestion; refused files are listed
     with the reason."""
-    received = await receive_files(request, settings)
-    name = received.fields.get("collection") or request.query_params.get("collection")
-    collection = get_collection(
-        session,
-        name or DEFAULT_COLLECTION,
-        create=True,
-        readable=readable(session, who),
-        creator=who.user,
+    results = await receive_and_store(
+        request, session, settings, who, request.query_params.get("collection")
     )
-    results = store(session, received, collection, settings, uploaded_by=who.user)
     if not results:
         return JSONResponse(
             {"error": {"code": "invalid", "message": "no files in the request (field: files)"}},

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from sqlalchemy import func, select
 
 from app import jobs
-from app.collections.service import get_collection
+from app.collections.service import collection_for_upload
 from app.config import Settings
 from app.db import session_scope
 from app.documents import service
@@ -25,7 +25,7 @@ Source = tuple[str, int, Callable[[], bytes]]
 def ingest_files(collection_name: str, sources: Iterable[Source], settings: Settings) -> list[int]:
     """Document ids in the order of `sources` (duplicates keep their earlier id)."""
     with session_scope() as session:
-        collection_id = get_collection(session, collection_name, create=True).id
+        collection_id = collection_for_upload(session, collection_name).id
     ids: list[int] = []
     it = iter(sources)
     while group := list(itertools.islice(it, service.BATCH_DOCUMENTS)):

@@ -10,12 +10,11 @@ from app.accounts.service import audit
 from app.collections.service import (
     DEFAULT_COLLECTION,
     check_collection_name,
-    get_collection,
     list_collections,
 )
 from app.documents import service
 from app.documents.api import upload_status
-from app.documents.uploads import receive_files, store
+from app.documents.uploads import receive_and_store
 from app.web.deps import CsrfDep, CurrentUser, SessionDep, SettingsDep, client_address, readable
 from app.web.render import render
 
@@ -44,12 +43,7 @@ def documents_page(
 
 @router.post("/documents/upload", response_class=HTMLResponse)
 async def upload(request: Request, session: SessionDep, settings: SettingsDep, who: CurrentUser):
-    received = await receive_files(request, settings)
-    name = received.fields.get("collection") or DEFAULT_COLLECTION
-    collection = get_collection(
-        session, name, create=True, readable=readable(session, who), creator=who.user
-    )
-    results = store(session, received, collection, settings, uploaded_by=who.user)
+    results = await receive_and_store(request, session, settings, who)
     return render(
         request,
         "_document_rows.html",

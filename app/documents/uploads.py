@@ -22,7 +22,9 @@ from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy.orm import Session
 
-from app.accounts.service import Account
+from app.accounts.service import Account, SignedIn
+from app.collections.access import readable_collections
+from app.collections.service import DEFAULT_COLLECTION, collection_for_upload
 from app.config import Settings
 from app.documents.service import Added, add_document, add_rejected, enqueue
 from app.errors import Invalid, PayloadTooLarge, UnsupportedType
@@ -143,6 +145,8 @@ async def receive_files(request: Request, settings: Settings) -> Received:
 
     def on_part_end() -> None:
         if part.file is None:
+            if b"\x00" in part.buffer:
+                raise Invalid(f"form field {part.name!r}: text may not contain NUL characters")
             received.fields[part.name] = part.buffer.decode("utf-8", errors="replace")
 
     parser = MultipartParser(
@@ -207,6 +211,28 @@ def _extended_filename(header: str) -> str | None:
         except (LookupError, UnicodeDecodeError):
             return _text(raw)
     return None
+
+
+async def receive_and_store(
+    request: Request,
+    session: Session,
+    settings: Settings,
+    who: SignedIn,
+    collection: str | None = None,
+) -> list[Added]:
+    """An upload request (the page's or the API's): its files, into the collection named by
+    its `collection` field (else `collection`, else the default), made if it is new and the
+    uploader may create collections."""
+    received = await receive_files(request, settings)
+    name = received.fields.get("collection") or collection or DEFAULT_COLLECTION
+    target = collection_for_upload(
+        session,
+        name,
+        readable=readable_collections(session, who.user),
+        creator=who.user,
+        members_may_create=settings.members_may_create,
+    )
+    return store(session, received, target, settings, uploaded_by=who.user)
 
 
 def store(

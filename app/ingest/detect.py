@@ -17,10 +17,40 @@ MARKDOWN = "text/markdown"
 TEXT = "text/plain"
 ALLOWED = frozenset({PDF, DOCX, HTML, MARKDOWN, TEXT})
 
-# Limits for DOCX archives, checked on the declared sizes in the zip's central directory.
+# Limits for DOCX archives: checked on the declared sizes in the zip's central directory at
+# upload, and on the bytes really inflated, as they stream, before the worker parses one
+# (`parse.docx`). python-docx holds every part in memory, and lxml an XML part's tree at
+# several times its size: the limits keep one document in a few hundred MB.
 ZIP_MAX_ENTRIES = 5_000
-ZIP_MAX_UNCOMPRESSED = 500 * 1024 * 1024
+ZIP_MAX_UNCOMPRESSED = 256 * 1024 * 1024
+ZIP_MAX_XML_ENTRY = 32 * 1024 * 1024  # word/document.xml of a 3,000-page document is ~20 MB
 ZIP_MAX_RATIO = 100  # per entry, for entries over 1 MiB uncompressed
+# Only these: bzip2 and LZMA entries inflate without an output bound in `zipfile` (one read
+# of 4 KB of a bzip2 bomb became 1 GiB).
+ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+
+# Executables are refused wherever the first kilobyte shows them, whatever else the file also
+# parses as (a PE header followed by a PDF is both), and so are names that would run.
+EXECUTABLE_HEADS = (
+    (b"\x7fELF", "a Linux executable (ELF)"),
+    (b"\xfe\xed\xfa\xce", "a macOS executable (Mach-O)"),
+    (b"\xfe\xed\xfa\xcf", "a macOS executable (Mach-O)"),
+    (b"\xce\xfa\xed\xfe", "a macOS executable (Mach-O)"),
+    (b"\xcf\xfa\xed\xfe", "a macOS executable (Mach-O)"),
+    (b"\xca\xfe\xba\xbe", "a macOS universal executable or Java class"),
+    (b"#!/", "a script (#!)"),
+)
+EXECUTABLE_MARKS = (
+    (b"This program cannot be run in DOS mode", "a Windows executable (PE)"),
+    (b"PE\x00\x00", "a Windows executable (PE)"),
+    (b"\x7fELF", "a Linux executable (ELF)"),
+)
+EXECUTABLE_SUFFIXES = frozenset((
+    ".exe", ".dll", ".com", ".scr", ".msi", ".msp", ".cpl", ".sys", ".drv", ".bat", ".cmd",
+    ".ps1", ".psm1", ".vbs", ".vbe", ".wsf", ".wsh", ".hta", ".jar", ".jse", ".sh", ".bash",
+    ".zsh", ".csh", ".ksh", ".command", ".app", ".elf", ".so", ".dylib", ".bin", ".run",
+    ".apk", ".deb", ".rpm", ".pkg", ".dmg", ".lnk", ".reg", ".pif", ".gadget",
+))  # fmt: skip
 
 _MAGIC: list[tuple[int, bytes, str]] = [
     (0, b"\x89PNG\r\n\x1a\n", "image/png"),
@@ -151,6 +181,13 @@ def check_docx_archive(data: bytes) -> None:
         raise Rejected(f"not a readable DOCX file ({err})", status=422) from err
     if len(infos) > ZIP_MAX_ENTRIES:
         raise Rejected(f"DOCX archive has {len(infos)} entries (limit {ZIP_MAX_ENTRIES})", 413)
+    for info in infos:
+        if info.compress_type not in ZIP_METHODS:
+            raise Rejected(
+                f"DOCX entry {info.filename!r} uses compression method {info.compress_type}; "
+                "only stored and deflate are accepted",
+                415,
+            )
     total = sum(i.file_size for i in infos)
     if total > ZIP_MAX_UNCOMPRESSED:
         raise Rejected(
@@ -168,12 +205,32 @@ def check_docx_archive(data: bytes) -> None:
             )
 
 
+def executable(data: bytes, filename: str) -> str | None:
+    """What makes the file an executable (its first kilobyte or its name), or None."""
+    suffix = PurePath(filename).suffix.lower()
+    if suffix in EXECUTABLE_SUFFIXES:
+        return f"a file named {suffix} runs as a program"
+    head = data[:1024]
+    if head.startswith(b"MZ") and b"\x00" in head[:64]:  # a DOS header, not text saying "MZ"
+        return "a Windows executable (PE)"
+    for magic, what in EXECUTABLE_HEADS:
+        if head.startswith(magic):
+            return what
+    for mark, what in EXECUTABLE_MARKS:
+        if mark in head:
+            return what
+    return None
+
+
 def accept(data: bytes, filename: str, max_bytes: int) -> str:
     """The content type of an acceptable upload, or `Rejected` with the reason."""
     if not data:
         raise Rejected("empty file", status=422)
     if len(data) > max_bytes:
         raise Rejected(f"larger than the {max_bytes // 2**20} MB limit", status=413)
+    program = executable(data, filename)
+    if program is not None:
+        raise Rejected(f"refused: {program}", status=415, detected="application/x-executable")
     kind = detect(data, filename)
     if kind not in ALLOWED:
         raise Rejected(f"unsupported type {kind}", status=415, detected=kind)

@@ -27,7 +27,7 @@ import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import delete, select, update
 
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.db import session_scope
 from app.ingest.attempts import (
     TRANSIENT,
@@ -47,7 +47,7 @@ from app.ingest.chunk import chunk_document, context_prefix
 from app.ingest.embed import get_embedder
 from app.ingest.index import DocumentChunks, record_change, replace_chunks
 from app.ingest.parse import parse
-from app.ingest.structure import ParseError, assemble
+from app.ingest.structure import Limits, Parsed, ParseError, assemble, time_budget
 from app.models import (
     TARGET_STATES,
     Document,
@@ -106,7 +106,7 @@ def _process(items: list[WorkItem]) -> None:
     try:
         for item in items:
             checkpoint()
-            _prepare(item)
+            _prepare(item, settings)
             progress([item], status=DocumentStatus.chunking, page_count=item.page_count)
         ready = [j for j in items if j.outcome is None]
         progress(
@@ -134,13 +134,24 @@ def _process(items: list[WorkItem]) -> None:
                 fail(item, f"internal error: {type(err).__name__}: {err}")
 
 
-def _prepare(item: WorkItem) -> None:
-    """Parse the file and chunk it for each target generation."""
+def _prepare(item: WorkItem, settings: Settings) -> None:
+    """Parse the file and chunk it for each target generation, within the document's time
+    budget; a file that cannot be read, or is too big, too deep or too slow to read, fails
+    alone with the reason."""
+    limits = Limits(settings.max_pdf_pages, settings.max_text_chars)
     try:
-        parsed = parse(item.content_type, item.data, item.filename)
+        with time_budget(settings.document_time_limit_s):
+            parsed = parse(item.content_type, item.data, item.filename, limits)
+            _chunk(item, parsed)
     except ParseError as err:
         fail(item, str(err))
-        return
+    except MemoryError:
+        fail(item, "reading it needed more memory than a worker may use (WORKER_MEMORY_LIMIT_MB)")
+    except RecursionError:
+        fail(item, "its structure is nested too deeply to read")
+
+
+def _chunk(item: WorkItem, parsed: Parsed) -> None:
     item.data = b""
     item.page_count = parsed.page_count
     item.assembled = assemble(parsed)

@@ -3,7 +3,11 @@ numbers, and how they are joined into the document's stored text with character 
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -14,6 +18,22 @@ _SPACES = re.compile(r"[ \t\f\v\u00a0\u2000-\u200b\u3000]+")
 
 class ParseError(Exception):
     """The file cannot be read; the message is shown to the person who uploaded it."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one document may hold (MAX_PDF_PAGES, MAX_TEXT_CHARS): a small file can
+    describe a million pages or gigabytes of text, and must cost one failed document."""
+
+    max_pages: int
+    max_chars: int
+
+    def check_chars(self, chars: int) -> None:
+        if chars > self.max_chars:
+            raise ParseError(
+                f"more than {self.max_chars:,} characters of text (MAX_TEXT_CHARS): "
+                "split the document"
+            )
 
 
 @dataclass
@@ -44,6 +64,28 @@ class Placed:
 class Assembled:
     text: str
     placed: list[Placed] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def time_budget(seconds: float) -> Iterator[None]:
+    """Raise ParseError in the block once `seconds` have passed (DOCUMENT_TIME_LIMIT_S): a
+    file whose structure makes a parser crawl costs one failed document, not the worker's
+    whole task. Python code is interrupted between bytecodes, C code (a parser's inner loop)
+    when it returns to Python; only in a process's main thread (signals), else no limit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: object) -> None:
+        raise ParseError(f"reading it took longer than {seconds:.0f} s (DOCUMENT_TIME_LIMIT_S)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def clean(text: str) -> str:

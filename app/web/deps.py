@@ -7,6 +7,7 @@ import hmac
 import secrets
 from collections.abc import Iterator
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
@@ -116,6 +117,8 @@ async def verify_csrf(request: Request, who: MaybeSignedIn) -> None:
     if who is None and request.cookies.get(SESSION_COOKIE):
         # The session ended (expired, signed out elsewhere): sign in again, then retry.
         raise Unauthorized("your session has ended: sign in again")
+    if not same_origin(request):  # a second layer: the token could have leaked
+        raise Forbidden("refused: the request comes from another site", code="origin")
     expected = who.csrf_token if who is not None else request.cookies.get(CSRF_COOKIE)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.headers.get("content-type", "").startswith(
@@ -127,3 +130,15 @@ async def verify_csrf(request: Request, who: MaybeSignedIn) -> None:
 
 
 CsrfDep = Depends(verify_csrf)
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a browser's state change comes from this site: its Origin (or, without one,
+    its Referer) names this host. Requests that send neither (old clients, privacy
+    settings) are judged by the CSRF token alone."""
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source:
+        return True
+    if source == "null":  # a sandboxed frame or a redirect chain hides where it came from
+        return False
+    return urlsplit(source).netloc.lower() == request.url.netloc.lower()

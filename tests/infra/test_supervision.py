@@ -164,12 +164,12 @@ def test_an_upload_while_the_broker_is_down_is_stored_and_ingested_when_it_retur
 
 
 def test_waiting_gives_up_with_a_message_when_nothing_moves(settings: Settings):
-    from app.collections.service import get_collection
+    from app.collections.service import create_collection
     from app.documents.bulk import Stalled, wait_settled
     from app.models import DocumentStatus
 
     with session_scope() as s:  # queued, but its job never existed: nothing will move it
-        collection = get_collection(s, new_collection(), create=True)
+        collection = create_collection(s, new_collection())
         doc = Document(
             collection_id=collection.id,
             filename="still.md",
@@ -182,6 +182,6 @@ def test_waiting_gives_up_with_a_message_when_nothing_moves(settings: Settings):
         s.flush()
         doc_id = doc.id
     started = time.monotonic()
-    with pytest.raises(Stalled, match="1 document.* no progress for 1 s"):
+    with pytest.raises(Stalled, match=r"1 document.* no progress for 1 s"):
         wait_settled([doc_id], poll_s=0.1, stall_s=1)
     assert time.monotonic() - started < 5

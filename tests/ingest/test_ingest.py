@@ -259,13 +259,13 @@ def test_an_indexed_version_clears_earlier_refused_uploads_of_its_name(client: T
 def test_a_document_another_worker_holds_is_ingested_once_it_is_let_go(client: TestClient):
     """A generation build holds documents' locks while it embeds them; an upload or reindex
     of one of them meanwhile finds it busy and must come back to it (it stayed queued)."""
-    from app.collections.service import get_collection
+    from app.collections.service import create_collection
     from app.db import get_engine
     from app.documents import service
     from app.ingest import attempts
 
     with session_scope() as s:
-        collection = get_collection(s, new_collection(), create=True)
+        collection = create_collection(s, new_collection())
         doc = service.add_document(s, collection, "held.md", b"# Held\n\nHeld for a while.", 10**6)
         s.commit()
         document = doc.document
@@ -357,12 +357,12 @@ def test_openapi_documents_the_document_api(client: TestClient):
 
 
 def test_crashed_attempts_end_in_failed_after_the_limit(settings: Settings):
-    from app.collections.service import get_collection
+    from app.collections.service import create_collection
     from app.documents import service
     from app.ingest import pipeline
 
     with session_scope() as s:
-        collection = get_collection(s, new_collection(), create=True)
+        collection = create_collection(s, new_collection())
         doc = service.add_document(s, collection, "c.md", b"# C\n\ncrash", 2**20).document
         for _ in range(settings.max_task_attempts):  # workers that died mid-document
             s.add(IngestionAttempt(document_id=doc.id, outcome="running"))
@@ -410,14 +410,14 @@ def test_cli_ingest_folder(settings: Settings, worker: WorkerProcess, tmp_path: 
 def test_worker_killed_mid_document_ends_indexed_exactly_once(settings: Settings):
     """SIGKILL a real worker while it embeds a long document; a new worker picks the task up
     again once the broker's visibility timeout passes, and the document is indexed once."""
-    from app.collections.service import get_collection
+    from app.collections.service import create_collection
     from app.documents import service
     from worker.tasks import ingest_documents
 
     paragraph = "Sentence about retrieval evaluation and careful engineering of systems. " * 14
     body = "\n\n".join(f"## Part {i}\n\n{paragraph}" for i in range(160)).encode()
     with session_scope() as s:
-        collection = get_collection(s, new_collection(), create=True)
+        collection = create_collection(s, new_collection())
         doc_id = service.add_document(
             s, collection, "long.md", b"# Long\n\n" + body, 2**24
         ).document.id

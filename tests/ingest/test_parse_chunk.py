@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import io
 import itertools
+import time
 import zipfile
 
 import pytest
 
 from app.ingest import detect
 from app.ingest.chunk import chunk_document, context_prefix
-from app.ingest.parse import parse
-from app.ingest.structure import Block, Parsed, ParseError, assemble
+from app.ingest.parse import parse as parse_file
+from app.ingest.structure import Block, Limits, Parsed, ParseError, assemble
 from tests.factories import encrypt_pdf, make_docx, make_html, make_pdf, make_zip_bomb
+
+LIMITS = Limits(max_pages=5000, max_chars=5_000_000)  # the settings' defaults
+
+
+def parse(content_type: str, data: bytes, filename: str):
+    return parse_file(content_type, data, filename, LIMITS)
 
 
 def _zip(names: list[str]) -> bytes:
@@ -270,3 +277,15 @@ def test_a_sentence_longer_than_the_budget_is_cut_into_word_windows():
 def test_context_prefix_does_not_repeat_the_title():
     assert context_prefix("Guide", ("Guide", "Setup")) == "Guide > Setup"
     assert context_prefix(None, ()) == ""
+
+
+def test_reading_a_document_stops_at_its_time_budget():
+    from app.ingest.structure import time_budget
+
+    started = time.monotonic()
+    with pytest.raises(ParseError, match="DOCUMENT_TIME_LIMIT_S"), time_budget(0.3):
+        while True:  # a parser that never ends
+            pass
+    assert time.monotonic() - started < 2
+    with time_budget(5):  # and the budget is gone afterwards
+        time.sleep(0.01)

@@ -233,8 +233,8 @@ def test_selective_filter_keeps_all_5_of_100000_chunks(settings: Settings):
     logic does not depend on the dimension.)"""
     dim = 8
     with session_scope() as s:
-        big = collections.get_collection(s, new_collection(), create=True)
-        small = collections.get_collection(s, new_collection(), create=True)
+        big = collections.create_collection(s, new_collection())
+        small = collections.create_collection(s, new_collection())
         big_doc = service.add_document(s, big, "big.md", b"# Big\n\nmany", 2**20).document
         small_doc = service.add_document(s, small, "small.md", b"# Small\n\nfew", 2**20).document
         generation = IndexGeneration(

@@ -184,3 +184,20 @@ def ask_in_chat(driver, url: str, question: str, wait):
     assistant = driver.find_elements(By.CSS_SELECTOR, ".assistant")[-1]
     assert assistant.get_attribute("data-status") == "done", assistant.text
     return assistant
+
+
+def test_api_docs_and_pages_work_under_the_content_security_policy(
+    browser_driver, live_server: str, admin_key: str
+):
+    """Swagger UI (started from a script file) renders, and the admin page's live panels
+    poll through htmx: nothing the policy forbids is needed."""
+    driver = browser_driver
+    driver.get(f"{live_server}/docs")
+    wait = WebDriverWait(driver, 60)
+    wait.until(lambda d: "Groundwork" in d.find_element(By.CSS_SELECTOR, ".swagger-ui").text)
+    assert driver.find_elements(By.CSS_SELECTOR, ".opblock")  # the operations are listed
+    sign_in(driver, live_server)
+    driver.get(f"{live_server}/admin")
+    jobs = driver.find_element(By.ID, "jobs")
+    wait.until(ec.staleness_of(jobs))  # htmx replaced the panel: its script ran
+    assert driver.find_element(By.ID, "jobs").is_displayed()

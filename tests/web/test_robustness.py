@@ -23,6 +23,7 @@ from app.infra.worker_process import WorkerProcess
 from app.ingest import detect
 from app.ingest.parse import parse
 from app.ingest.parse.text import decode
+from app.ingest.structure import Limits
 from app.main import create_app
 from app.models import AuditEvent, Document, IndexGeneration, ReindexJob
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
@@ -128,7 +129,7 @@ def test_byte_order_marks_decide_the_encoding(data: bytes, text: str):
 
 def test_latin1_text_file_parses_into_exact_paragraphs():
     data = ("Crème brûlée\n\n" + FRENCH + "\n\nnaïve café").encode("latin-1")
-    parsed = parse(detect.TEXT, data, "menu.txt")
+    parsed = parse(detect.TEXT, data, "menu.txt", Limits(10, 10_000))
     assert [b.text for b in parsed.blocks] == ["Crème brûlée", FRENCH, "naïve café"]
 
 

@@ -6,25 +6,38 @@ import io
 import re
 import zipfile
 
-from app.ingest.detect import ZIP_MAX_UNCOMPRESSED
+from app.ingest.detect import ZIP_MAX_UNCOMPRESSED, ZIP_MAX_XML_ENTRY, ZIP_METHODS
 from app.ingest.structure import Block, Parsed, ParseError, clean
 
 _HEADING_STYLE = re.compile(r"^heading\s*(\d)$", re.I)
 
 
 def _expand_within_limit(data: bytes) -> None:
-    """Decompress every entry with a running cap: an archive whose declared sizes lie is
-    stopped at the limit instead of filling memory."""
+    """Inflate every entry as a stream, counting the bytes that really come out (declared
+    sizes can lie), before python-docx reads any: only stored and deflate entries, none past
+    its limit, all of them under ZIP_MAX_UNCOMPRESSED together."""
     budget = ZIP_MAX_UNCOMPRESSED
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             for info in zf.infolist():
+                if info.compress_type not in ZIP_METHODS:
+                    raise ParseError(
+                        f"DOCX entry {info.filename!r} uses compression method "
+                        f"{info.compress_type}; only stored and deflate are accepted"
+                    )
+                limit = ZIP_MAX_XML_ENTRY if info.filename.endswith(".xml") else budget
                 with zf.open(info) as f:
+                    size = 0
                     while chunk := f.read(1 << 20):
-                        budget -= len(chunk)
-                        if budget < 0:
-                            raise ParseError("DOCX archive expands past the limit (zip bomb)")
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
+                        size += len(chunk)
+                        if size > limit or size > budget:
+                            limit_mib = min(limit, budget) // 2**20
+                            raise ParseError(
+                                f"DOCX entry {info.filename!r} expands past {limit_mib} MiB: "
+                                "refused as a zip bomb"
+                            )
+                    budget -= size
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as err:
         raise ParseError(f"corrupt DOCX archive ({err})") from err
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from app.ingest.structure import Block, Parsed, ParseError, clean
+from app.ingest.structure import Block, Limits, Parsed, ParseError, clean
 
 _HYPHEN_BREAK = re.compile(r"(\w)-\n(\w)")
 
@@ -21,7 +21,7 @@ def _paragraphs(page_text: str) -> list[str]:
     return out
 
 
-def parse(data: bytes) -> Parsed:
+def parse(data: bytes, limits: Limits) -> Parsed:
     import pypdfium2 as pdfium
 
     try:
@@ -34,12 +34,20 @@ def parse(data: bytes) -> Parsed:
     try:
         blocks: list[Block] = []
         page_count = len(pdf)
+        if page_count > limits.max_pages:
+            raise ParseError(
+                f"the PDF has {page_count:,} pages; the limit is {limits.max_pages:,} "
+                "(MAX_PDF_PAGES)"
+            )
+        chars = 0
         for index in range(page_count):
             page = pdf[index]
             textpage = page.get_textpage()
             try:
                 for para in _paragraphs(textpage.get_text_bounded()):
                     blocks.append(Block(para, page=index + 1))
+                    chars += len(para)
+                limits.check_chars(chars)
             finally:
                 textpage.close()
                 page.close()
