@@ -206,7 +206,8 @@ def test_api_keys_need_no_csrf_and_can_be_revoked(browser: TestClient, settings:
     token = csrf_of(browser, "/account")
     made = browser.post("/account/keys", data={"name": "laptop"}, headers={"X-CSRF-Token": token})
     key = re.search(r'<code id="new-key">([^<]+)</code>', made.text).group(1)  # type: ignore[union-attr]
-    with TestClient(create_app(settings)) as api:
+    members_create = settings.model_copy(update={"collection_creators": "members"})
+    with TestClient(create_app(members_create)) as api:
         headers = {"Authorization": f"Bearer {key}"}
         assert api.get("/api/me", headers=headers).json()["email"] == user.email
         created = api.post(
