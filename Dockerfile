@@ -24,6 +24,9 @@ ARG RERANKER_MODEL=cross-encoder/ms-marco-MiniLM-L-6-v2
 RUN HF_HUB_OFFLINE=0 TRANSFORMERS_OFFLINE=0 python -c "\
 from sentence_transformers import CrossEncoder, SentenceTransformer; \
 SentenceTransformer('${EMBEDDING_MODEL}'); CrossEncoder('${RERANKER_MODEL}')"
+# Both exported to ONNX once, here (the app runs them with ONNX Runtime, without torch).
+ENV MODEL_CACHE_DIR=/opt/models/onnx
+RUN EMBEDDING_MODEL=${EMBEDDING_MODEL} RERANKER_MODEL=${RERANKER_MODEL} python -m app.ingest.onnx
 
 RUN useradd --create-home --uid 1000 groundwork && mkdir -p /data && chown groundwork /data
 USER groundwork

@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     reranker_model: str = Field(
         "cross-encoder/ms-marco-MiniLM-L-6-v2", description="CrossEncoder; empty turns it off."
     )
+    embedding_backend: Literal["onnx", "torch"] = Field(
+        "onnx", description="Run the embedding model with ONNX Runtime or torch."
+    )
+    reranker_backend: Literal["onnx", "torch"] = Field(
+        "onnx", description="Run the cross-encoder with ONNX Runtime or torch."
+    )
+    model_cache_dir: Path | None = Field(
+        None, description="Where models exported to ONNX are kept (default DATA_DIR/models)."
+    )
 
     data_dir: Path = Field(Path("data"), description="Embedded parts, secrets and temp files.")
     max_upload_mb: int = Field(50, gt=0, le=4096, description="Largest accepted file.")
@@ -162,6 +171,10 @@ class Settings(BaseSettings):
     @property
     def members_may_create(self) -> bool:
         return self.collection_creators == "members"
+
+    @property
+    def model_cache_path(self) -> Path:
+        return (self.model_cache_dir or self.data_path / "models").expanduser().resolve()
 
     @property
     def max_upload_bytes(self) -> int:

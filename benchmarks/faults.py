@@ -57,11 +57,9 @@ def make_documents(directory: Path, count: int, paragraphs: int = 12) -> None:
 
 
 def child_env(data_dir: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL", "LLM_BASE_URL", "DATA_DIR")
-    }
+    # The parts of its own, and the default limits (a test session sets short ones).
+    own = ("DATABASE_URL", "REDIS_URL", "LLM_BASE_URL", "DATA_DIR", "TASK_TIME_LIMIT_S")
+    env = {k: v for k, v in os.environ.items() if k not in (*own, "BROKER_VISIBILITY_TIMEOUT_S")}
     env.update(DATA_DIR=str(data_dir), LOG_LEVEL="INFO", WORKER_CONCURRENCY="2")
     return env
 

@@ -72,6 +72,6 @@ def ensure_corpus(
     started = time.perf_counter()
     sources = [(files[d][0], len(files[d][1]), lambda d=d: files[d][1]) for d in todo]
     ids = ingest_files(name, sources, settings)
-    wait_settled(ids, poll_s=5, on_wait=lambda n: log.info("waiting for %d document(s)", n))
+    wait_settled(ids, poll_s=5, on_wait=lambda t: log.info("waiting for %d document(s)", t.pending))
     log.info("ingested %s in %.0fs", name, time.perf_counter() - started)
     return collection_id, by_filename

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 from fastapi.testclient import TestClient
@@ -47,6 +48,19 @@ def tiny_bert(**extra):
         **extra,
     )
     return tokenizer, config
+
+
+def build_tiny_cross_encoder(path: Path) -> Path:
+    """A real (untrained, tiny) CrossEncoder: a 2-layer BERT with one output and the MiniLM
+    tokenizer, saved the way sentence-transformers loads cross-encoders."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    torch.manual_seed(0)
+    tokenizer, config = tiny_bert(num_labels=1)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
 
 
 def new_collection() -> str:

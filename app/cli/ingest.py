@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from app.cli.common import CliError, log, running_parts
+from app.cli.progress import ProgressLine
 
 
 def walk(paths: list[str]) -> list[Path]:
@@ -62,11 +63,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 )
         if args.wait:
             try:
-                wait_settled(
-                    ids,
-                    on_wait=lambda n: log.info("waiting for %d document(s)", n),
-                    stall_s=args.give_up_after,
-                )
+                wait_settled(ids, on_wait=ProgressLine(), stall_s=args.give_up_after)
             except Stalled as err:
                 raise CliError(str(err)) from None
         with session_scope() as session:

@@ -7,8 +7,10 @@ import contextlib
 import itertools
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
 
 from app import jobs
 from app.collections.service import collection_for_upload
@@ -16,7 +18,7 @@ from app.config import Settings
 from app.db import session_scope
 from app.documents import service
 from app.ingest.attempts import TRANSIENT
-from app.models import SETTLED, Collection, Document
+from app.models import SETTLED, Collection, Document, DocumentStatus
 
 # A file to send: its name, its size, and how to read it (only when it is accepted).
 Source = tuple[str, int, Callable[[], bytes]]
@@ -52,34 +54,61 @@ class Stalled(Exception):
     """Nothing moved for a while: the message says how many documents are left."""
 
 
+@dataclass(frozen=True)
+class Tally:
+    """Where a set of documents stands."""
+
+    total: int
+    settled: int  # indexed, failed or rejected
+    failed: int  # failed or rejected
+    chunks: int  # embedded so far (indexed documents' chunks, and those in progress)
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.settled
+
+
+def tally(session: Session, ids: list[int]) -> Tally:
+    done = Document.status.in_(SETTLED)
+    bad = Document.status.in_((DocumentStatus.failed, DocumentStatus.rejected))
+    chunks = case((Document.status == DocumentStatus.indexed, Document.chunks_total), else_=0)
+    total, settled, failed, embedded, in_progress = session.execute(
+        select(
+            func.count(),
+            func.count().filter(done),
+            func.count().filter(bad),
+            func.coalesce(func.sum(chunks), 0),
+            func.coalesce(func.sum(Document.chunks_done).filter(~done), 0),
+        ).where(Document.id.in_(ids))
+    ).one()
+    return Tally(int(total), int(settled), int(failed), int(embedded) + int(in_progress))
+
+
 def wait_settled(
     ids: list[int],
     poll_s: float = 1.0,
-    on_wait: Callable[[int], None] | None = None,
+    on_wait: Callable[[Tally], None] | None = None,
     stall_s: float | None = None,
 ) -> None:
-    """Until every document is indexed, failed or rejected. Jobs the broker did not take are
-    sent from here too (this may be the only process running). With `stall_s`, gives up
-    (`Stalled`) when no document moved (status or chunks embedded) for that long."""
+    """Until every document is indexed, failed or rejected, telling `on_wait` where they
+    stand after each look. Jobs the broker did not take are sent from here too (this may be
+    the only process running). With `stall_s`, gives up (`Stalled`) when no document moved
+    (status or chunks embedded) for that long."""
     moved_at, last = time.monotonic(), None
     while True:
         with session_scope() as session:
-            pending, chunks = session.execute(
-                select(func.count(), func.coalesce(func.sum(Document.chunks_done), 0)).where(
-                    Document.id.in_(ids), Document.status.not_in(SETTLED)
-                )
-            ).one()
+            now = tally(session, ids)
             with contextlib.suppress(*TRANSIENT):
                 jobs.dispatch(session)
-        if not pending:
+        if on_wait is not None:
+            on_wait(now)
+        if not now.pending:
             return
-        if (pending, chunks) != last:
-            moved_at, last = time.monotonic(), (pending, chunks)
+        if (now.settled, now.chunks) != last:
+            moved_at, last = time.monotonic(), (now.settled, now.chunks)
         elif stall_s is not None and time.monotonic() - moved_at > stall_s:
             raise Stalled(
-                f"{pending} document(s) made no progress for {stall_s:.0f} s: is a worker "
+                f"{now.pending} document(s) made no progress for {stall_s:.0f} s: is a worker "
                 "running and reaching the database and the broker? (see /admin or /healthz)"
             )
-        if on_wait is not None:
-            on_wait(int(pending or 0))
         time.sleep(poll_s)

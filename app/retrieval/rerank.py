@@ -1,4 +1,5 @@
-"""Cross-encoder reranking (sentence-transformers CrossEncoder), loaded once per process.
+"""Cross-encoder reranking (a sentence-transformers CrossEncoder), loaded once per process,
+run with ONNX Runtime (exported once, `app.ingest.onnx`) or torch (RERANKER_BACKEND).
 
 The production image bakes `cross-encoder/ms-marco-MiniLM-L-6-v2` into its model cache. Where
 `RERANKER_MODEL` cannot be loaded (no package ships a cross-encoder for offline machines),
@@ -8,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from app.config import get_settings
-from app.runtime import configure_threads
+from app.config import Settings, get_settings
+from app.ingest import onnx
+from app.runtime import configure_threads, model_threads
 
 log = logging.getLogger(__name__)
 
@@ -23,36 +24,64 @@ log = logging.getLogger(__name__)
 @dataclass
 class Reranker:
     name: str
-    model: Any | None  # a CrossEncoder when loaded
+    score_batch: Callable[[list[str], list[str]], np.ndarray] | None  # None: not loaded
     status: str  # "ok" or "off"
     detail: str
 
     @property
     def loaded(self) -> bool:
-        return self.model is not None
+        return self.score_batch is not None
 
     def score(self, query: str, passages: list[str], batch_size: int = 32) -> np.ndarray:
-        assert self.model is not None
-        pairs = [(query, p) for p in passages]
-        scores = self.model.predict(pairs, batch_size=batch_size, show_progress_bar=False)
-        return np.asarray(scores, dtype=np.float64).reshape(len(passages))
+        assert self.score_batch is not None
+        scores = [
+            self.score_batch([query] * len(batch), batch)
+            for batch in (passages[i : i + batch_size] for i in range(0, len(passages), batch_size))
+        ]
+        return np.concatenate(scores).astype(np.float64).reshape(len(passages))
 
 
-def load_reranker(name: str) -> Reranker:
+def _onnx_scorer(name: str, settings: Settings) -> Callable[[list[str], list[str]], np.ndarray]:
+    source = onnx.model_directory(name)
+    folder, meta = onnx.cached_export(
+        "cross-encoder", source, settings.model_cache_path, onnx.export_cross_encoder(source)
+    )
+    model = onnx.OnnxModel(folder, meta, model_threads(settings))
+    sigmoid = meta["activation"] == "sigmoid"
+
+    def score(queries: list[str], passages: list[str]) -> np.ndarray:
+        logits = model.run(queries, passages)[:, 0]
+        return 1.0 / (1.0 + np.exp(-logits)) if sigmoid else logits
+
+    return score
+
+
+def _torch_scorer(name: str, settings: Settings) -> Callable[[list[str], list[str]], np.ndarray]:
+    import transformers
+    from sentence_transformers import CrossEncoder
+
+    transformers.logging.set_verbosity_error()
+    configure_threads(settings)
+    model = CrossEncoder(name, device="cpu")
+
+    def score(queries: list[str], passages: list[str]) -> np.ndarray:
+        pairs = list(zip(queries, passages, strict=True))
+        return np.asarray(model.predict(pairs, show_progress_bar=False), dtype=np.float32)
+
+    return score
+
+
+def load_reranker(name: str, settings: Settings) -> Reranker:
     if not name:
         return Reranker(name, None, "off", "RERANKER_MODEL is empty")
+    load = _onnx_scorer if settings.reranker_backend == "onnx" else _torch_scorer
     try:
-        import transformers
-        from sentence_transformers import CrossEncoder
-
-        transformers.logging.set_verbosity_error()
-        configure_threads(get_settings())
-        model = CrossEncoder(name if not Path(name).is_dir() else str(Path(name)), device="cpu")
+        scorer = load(name, settings)
     except Exception as err:  # noqa: BLE001 - any failure means: run without it, and say why
         reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         log.warning("reranker %s not loaded: %s", name, reason)
         return Reranker(name, None, "off", f"{name} could not be loaded: {reason}")
-    return Reranker(name, model, "ok", f"{name} loaded")
+    return Reranker(name, scorer, "ok", f"{name} loaded ({settings.reranker_backend})")
 
 
 _lock = threading.Lock()
@@ -64,5 +93,5 @@ def get_reranker(name: str | None = None) -> Reranker:
     name = get_settings().reranker_model if name is None else name
     with _lock:
         if name not in _loaded:
-            _loaded[name] = load_reranker(name)
+            _loaded[name] = load_reranker(name, get_settings())
         return _loaded[name]

@@ -60,8 +60,10 @@ def test_invalid_setting_stops_startup_naming_it(tmp_path: Path, name: str, valu
     assert not (tmp_path / "postgres").exists()
 
 
-def test_health_reports_every_part_ok(settings: Settings, worker: WorkerProcess):
-    with TestClient(create_app(settings)) as client:
+def test_health_reports_every_part_ok(
+    settings: Settings, worker: WorkerProcess, auth: dict[str, str]
+):
+    with TestClient(create_app(settings), headers=auth) as client:  # details are for admins
         response = client.get("/healthz")
     assert response.status_code == 200
     body = response.json()
@@ -103,12 +105,14 @@ def test_migrations_run_down_and_up(settings: Settings):
         admin.dispose()
 
 
-def test_health_reports_error_when_redis_stops(settings: Settings, tmp_path: Path):
+def test_health_reports_error_when_redis_stops(
+    settings: Settings, tmp_path: Path, auth: dict[str, str]
+):
     kind = RedisKind(tmp_path)
     proc, url = kind.launch()
     app = create_app(settings.model_copy(update={"redis_url": url}))
     try:
-        with TestClient(app) as client:
+        with TestClient(app, headers=auth) as client:
             assert client.get("/healthz").json()["redis"]["status"] == "ok"
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)

@@ -72,7 +72,7 @@ def test_upload_many_files_and_each_is_indexed_with_chunks(client: TestClient):
 @pytest.mark.parametrize(
     ("name", "data", "status", "says"),
     [
-        ("evil.pdf", b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 200, 415, "application/x-executable"),
+        ("evil.pdf", b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 200, 415, "Linux executable"),
         ("photo.pdf", b"\x89PNG\r\n\x1a\n" + b"\x00" * 200, 415, "image/png"),
         ("archive.docx", b"PK\x05\x06" + b"\x00" * 18, 415, "application/zip"),
         ("empty.txt", b"", 422, "empty file"),

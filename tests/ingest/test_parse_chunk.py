@@ -64,7 +64,7 @@ def test_type_is_decided_from_content(data: bytes, filename: str, expected: str)
     ("data", "status", "says"),
     [
         (b"", 422, "empty"),
-        (b"\x7fELF" + b"\x00" * 64, 415, "application/x-executable"),
+        (b"\x7fELF" + b"\x00" * 64, 415, "Linux executable (ELF)"),
         (b"x" * 2048, 413, "limit"),
     ],
 )

@@ -27,7 +27,13 @@ from app.main import create_app
 from app.models import Chunk, Collection, Document, IndexGeneration
 from app.retrieval import dense
 from app.retrieval.search import search
-from tests.helpers import groundwork, new_collection, tiny_bert, upload, wait_settled
+from tests.helpers import (
+    build_tiny_cross_encoder,
+    groundwork,
+    new_collection,
+    upload,
+    wait_settled,
+)
 
 
 @pytest.fixture(scope="module")
@@ -306,19 +312,6 @@ def test_selective_filter_keeps_all_5_of_100000_chunks(settings: Settings):
             s.execute(text(f"DROP INDEX IF EXISTS chunks_embedding_g{gid}"))
             s.execute(text("DELETE FROM chunks WHERE generation_id = :g"), {"g": gid})
             s.execute(text("DELETE FROM index_generations WHERE id = :g"), {"g": gid})
-
-
-def build_tiny_cross_encoder(path: Path) -> Path:
-    """A real (untrained, tiny) CrossEncoder: a 2-layer BERT with one output and the MiniLM
-    tokenizer, saved the way sentence-transformers loads cross-encoders."""
-    import torch
-    from transformers import BertForSequenceClassification
-
-    torch.manual_seed(0)
-    tokenizer, config = tiny_bert(num_labels=1)
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def test_reranker_on_reorders_by_cross_encoder_score(
