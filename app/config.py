@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     # Search
     search_k: int = Field(10, ge=1, le=SEARCH_K_MAX, description="Passages a search returns.")
     # Chosen on SQuAD 2.0 part 1 (`python -m evals tune-fusion`), never on SciFact.
-    fusion_method: Literal["rrf", "weighted", "absolute"] = Field(
+    fusion_method: Literal["rrf", "weighted", "absolute", "zscore", "confidence"] = Field(
         "absolute", description="Hybrid fusion."
     )
     fusion_dense_weight: float = Field(

@@ -199,11 +199,14 @@ def retrieve(
         )
     least, span = matched.least, matched.most - matched.least
     found.bm25_scores = {c: bm25_scores[c] for c in union if c in bm25_scores}
+    in_bm25, in_dense = {c for c, _ in found.bm25}, {c for c, _ in found.dense}
     found.candidates = [
         Candidate(
             c,
             (bm25_scores.get(c, least) - least) / span if span > 0 else 0.0,
             dense_scores.get(c, -1.0),
+            bm25_top=c in in_bm25,
+            dense_top=c in in_dense,
         )
         for c in union
     ]
