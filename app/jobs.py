@@ -46,6 +46,7 @@ INGEST_DOCUMENTS = "groundwork.ingest_documents"
 BUILD_GENERATION = "groundwork.build_generation"
 DROP_RETIRED = "groundwork.drop_retired"
 COMPARE_GENERATIONS = "groundwork.compare_generations"
+CALIBRATE_FUSION = "groundwork.calibrate_fusion"
 
 SEND_NOW_S = 30.0  # jobs due within this are sent at commit (with a countdown); later, by dispatch
 DISPATCH_AFTER_S = 5.0  # an unsent job this old was not sent by its own commit

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.generations.compare import read_judgements
+from app.retrieval.evaluation import read_judgements
 
 
 @dataclass

@@ -11,8 +11,8 @@ import numpy as np
 
 from app.config import Settings
 from app.db import session_scope
-from app.generations.compare import metrics
 from app.models import EvalRun
+from app.retrieval.evaluation import metrics
 from app.retrieval.fusion import fuse
 from app.retrieval.rerank import get_reranker
 from app.retrieval.search import Clock, SearchResult, retrieve, search

@@ -21,8 +21,8 @@ from tests.helpers import new_collection, serving, upload, wait_settled
 # Settings every test process and child process shares: small limits keep tests quick.
 TEST_ENV = {
     "LOG_LEVEL": "INFO",
-    "TASK_TIME_LIMIT_S": "60",
-    "BROKER_VISIBILITY_TIMEOUT_S": "90",
+    "TASK_TIME_LIMIT_S": "120",
+    "BROKER_VISIBILITY_TIMEOUT_S": "180",
     "TORCH_THREADS": "2",
 }
 

@@ -9,6 +9,7 @@ from app.documents import tasks as documents
 from app.generations import tasks as generations
 from app.infra.health import probe_database
 from app.ingest.pipeline import TRANSIENT, give_up
+from app.retrieval.calibration import calibrate_job
 from worker.celery_app import celery_app
 
 MAX_RETRIES = 5
@@ -41,6 +42,11 @@ def build_generation(generation_id: int) -> str:
 @celery_app.task(name=jobs.DROP_RETIRED, ignore_result=True)
 def drop_retired() -> int:
     return generations.drop_retired()
+
+
+@celery_app.task(name=jobs.CALIBRATE_FUSION, ignore_result=True)
+def calibrate_fusion(collection_id: int) -> str:
+    return calibrate_job(collection_id)
 
 
 @celery_app.task(name=jobs.COMPARE_GENERATIONS)

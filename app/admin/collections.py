@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.admin.common import admin_api, admin_pages, note
@@ -17,7 +18,7 @@ from app.collections import service as collections
 from app.documents import reindex as reindexing
 from app.documents import service as documents
 from app.errors import NotFound
-from app.models import ReindexJob
+from app.models import FusionCalibration, ReindexJob
 from app.web.deps import AdminUser, SessionDep
 from app.web.render import render
 
@@ -29,6 +30,7 @@ def collections_context(session: Session) -> dict:
     return {
         "collection_stats": collections.collection_stats(session),
         "members": collections.grants_by_collection(session),
+        "calibrations": {c.collection_id: c for c in session.scalars(select(FusionCalibration))},
     }
 
 

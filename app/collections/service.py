@@ -10,10 +10,19 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app import jobs
 from app.accounts.service import Account
 from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.ingest.index import record_change
-from app.models import Collection, CollectionMember, Document, DocumentStatus, Group, User
+from app.models import (
+    Collection,
+    CollectionMember,
+    Document,
+    DocumentStatus,
+    FusionCalibration,
+    Group,
+    User,
+)
 
 DEFAULT_COLLECTION = "default"
 _COLLECTION_NAME = re.compile(r"^[\w][\w .\-]{0,99}$")
@@ -168,5 +177,11 @@ def set_eval_set(session: Session, collection_id: int, path: str) -> Collection:
     path = path.strip()
     if path and not (Path(path) / "queries.jsonl").exists():
         raise Invalid(f"{path} is not a BEIR directory on the server (no queries.jsonl)")
-    collection.eval_set = path or None
+    if path != (collection.eval_set or ""):
+        collection.eval_set = path or None
+        # Its fusion was learned from the old labels: the default applies until the next one.
+        session.execute(
+            delete(FusionCalibration).where(FusionCalibration.collection_id == collection.id)
+        )
+        jobs.enqueue(session, jobs.CALIBRATE_FUSION, collection.id)
     return collection

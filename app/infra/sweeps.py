@@ -1,6 +1,7 @@
 """The background sweep every web process runs: it sends jobs left in the outbox (the broker
 was down at their commit, or they were due later), asks again for documents whose work was
-lost (`app.documents.reconcile`), and forgets old sent jobs. Each step is its own unit of
+lost (`app.documents.reconcile`), asks for fusion calibrations that are out of date
+(`app.retrieval.calibration`), and forgets old sent jobs. Each step is its own unit of
 work and takes the rows it works on with SKIP LOCKED, so any number of processes may sweep
 at once; a step that fails (the database or broker is down) is tried again next round."""
 
@@ -14,12 +15,19 @@ from app import jobs
 from app.config import Settings
 from app.db import session_scope
 from app.documents.reconcile import reconcile
+from app.retrieval.calibration import request_calibrations
 
 log = logging.getLogger(__name__)
 
 DISPATCH_EVERY_S = 2.0
 RECONCILE_EVERY_S = 10.0
+CALIBRATE_EVERY_S = 60.0
 PRUNE_EVERY_S = 3600.0
+
+
+def calibrate_once(settings: Settings) -> list[int]:
+    with session_scope(settings) as session:
+        return request_calibrations(session)
 
 
 def prune_once(settings: Settings) -> int:
@@ -59,6 +67,7 @@ class Sweeper:
         steps = [
             (DISPATCH_EVERY_S, dispatch_once),
             (RECONCILE_EVERY_S, reconcile_once),
+            (CALIBRATE_EVERY_S, calibrate_once),
             (PRUNE_EVERY_S, prune_once),
         ]
         last = dict.fromkeys(range(len(steps)), time.monotonic())

@@ -4,6 +4,7 @@ Functions here flush; the caller's unit of work commits."""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -122,17 +123,62 @@ def replace_chunks(
             Chunk.generation_id == generation.id,
         )
     )
-    rows = [
-        {
-            **row,
-            "document_id": d.document_id,
-            "collection_id": d.collection_id,
-            "generation_id": generation.id,
-            "embedding": vector,
-            "embedding_model": generation.embedding_model,
-        }
-        for d in documents
-        for row, vector in zip(d.rows, d.embeddings, strict=True)
-    ]
-    if rows:
-        session.execute(insert(Chunk), rows)
+    _copy_chunks(session, generation, documents)
+
+
+# COPY's binary format: the columns written, and the type each value is sent as. A vector is
+# sent as pgvector's own binary form (dimension, 0, big-endian float32s) in a bytea field,
+# which the server hands to the column's receive function as it is.
+_COLUMNS = (
+    ("document_id", "int8"),
+    ("collection_id", "int4"),
+    ("generation_id", "int4"),
+    ("ordinal", "int4"),
+    ("text", "text"),
+    ("lexemes", "text"),
+    ("heading_path", "text[]"),
+    ("page_start", "int4"),
+    ("page_end", "int4"),
+    ("char_start", "int4"),
+    ("char_end", "int4"),
+    ("embedding", "bytea"),
+    ("embedding_model", "text"),
+)
+
+
+def _vector(values: np.ndarray) -> bytes:
+    return struct.pack(">HH", len(values), 0) + np.asarray(values, dtype=">f4").tobytes()
+
+
+def _copy_chunks(
+    session: Session, generation: IndexGeneration, documents: list[DocumentChunks]
+) -> None:
+    """Chunks written with one COPY in the caller's transaction (row inserts took ~3x as
+    long for a batch of documents)."""
+    names = ", ".join(name for name, _ in _COLUMNS)
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    with (
+        raw.cursor() as cursor,
+        cursor.copy(f"COPY chunks ({names}) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
+        copy.set_types([kind for _, kind in _COLUMNS])
+        for d in documents:
+            for row, vector in zip(d.rows, d.embeddings, strict=True):
+                copy.write_row(
+                    (
+                        d.document_id,
+                        d.collection_id,
+                        generation.id,
+                        row["ordinal"],
+                        row["text"],
+                        row["lexemes"],
+                        row["heading_path"],
+                        row["page_start"],
+                        row["page_end"],
+                        row["char_start"],
+                        row["char_end"],
+                        _vector(vector),
+                        generation.embedding_model,
+                    )
+                )

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -20,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base
@@ -128,3 +129,28 @@ class IndexChange(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     document_id: Mapped[int] = mapped_column(BigInteger)
     changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class FusionCalibration(Base):
+    """How one collection's hybrid search fuses BM25 and dense, learned from its labels (an
+    eval set, or answers people rated) in one generation; without one, the default applies.
+    A row is replaced in one transaction, so a search reads the old calibration or the new."""
+
+    __tablename__ = "fusion_calibrations"
+
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    generation_id: Mapped[int] = mapped_column(
+        ForeignKey("index_generations.id", ondelete="CASCADE")
+    )
+    method: Mapped[str] = mapped_column(String(20))
+    dense_weight: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(40))  # "eval set", "feedback"
+    queries: Mapped[int] = mapped_column(Integer)
+    documents: Mapped[int] = mapped_column(Integer)  # in the collection when computed
+    feedback: Mapped[int] = mapped_column(Integer, default=0)  # rated answers then
+    evidence: Mapped[dict[str, float]] = mapped_column(JSONB, default=dict)  # nDCG@10 by fusion
+    computed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )

@@ -96,3 +96,21 @@ def fuse(
         b, d = _minmax(bm25), _minmax(dense)
         fused = {c: dense_weight * d[c] + (1.0 - dense_weight) * b[c] for c in bm25}
     return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+@dataclass(frozen=True)
+class Fusion:
+    method: FusionMethod
+    dense_weight: float
+    source: str  # "default", "eval set", "feedback"
+
+    @property
+    def name(self) -> str:
+        return fusion_name(self.method, self.dense_weight)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"method": self.method, "dense_weight": self.dense_weight, "source": self.source}
+
+
+def fusion_name(method: str, dense_weight: float) -> str:
+    return f"{method} {dense_weight:.1f}" if method in ("absolute", "weighted") else method

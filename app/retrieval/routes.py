@@ -40,6 +40,12 @@ class HitOut(BaseModel):
     generation_id: int
 
 
+class FusionOut(BaseModel):
+    method: str
+    dense_weight: float
+    source: str  # default, eval set, feedback
+
+
 class SearchOut(BaseModel):
     query: str
     mode: str
@@ -47,6 +53,7 @@ class SearchOut(BaseModel):
     reranked: bool
     reranker: dict[str, str]
     relevance: float | None
+    fusion: FusionOut | None  # hybrid: how the two lists were fused, and why
     timings: dict[str, float]
     results: list[HitOut]
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 from sqlalchemy import select
@@ -22,9 +22,9 @@ from app.db import any_of
 from app.errors import Invalid
 from app.ingest.chunk import context_prefix
 from app.ingest.embed import get_embedder
-from app.models import Chunk, Collection, Document, IndexGeneration
+from app.models import Chunk, Collection, Document, FusionCalibration, IndexGeneration
 from app.retrieval import dense
-from app.retrieval.fusion import Candidate, fuse
+from app.retrieval.fusion import Candidate, Fusion, FusionMethod, fuse
 from app.retrieval.lexical import BM25Index, top_k
 from app.retrieval.lexical_store import lexical_index
 from app.retrieval.rerank import get_reranker
@@ -75,6 +75,7 @@ class SearchResult:
     # How relevant the best passage is, on an absolute scale: the `absolute` fused score
     # (cosine and BM25 over its ceiling, weighted) of the top hit, whatever ranked it.
     relevance: float | None = None
+    fusion: dict[str, object] | None = None  # hybrid: the fusion used, and where it came from
 
     def to_dict(self) -> dict:
         return {
@@ -84,6 +85,7 @@ class SearchResult:
             "reranked": self.reranked,
             "reranker": self.reranker,
             "relevance": self.relevance,
+            "fusion": self.fusion,
             "timings": self.timings,
             "results": [{**asdict(h), "page": h.page} for h in self.hits],
         }
@@ -253,7 +255,13 @@ def search(
     t = time.perf_counter()
     fused: dict[int, float] = {}
     if mode == "hybrid":
-        ranked = fuse(found.candidates, settings.fusion_method, settings.fusion_dense_weight)
+        fusion = (
+            fusion_for(session, collections, found.generation.id, settings)
+            if found.generation is not None
+            else default_fusion(settings)
+        )
+        result.fusion = fusion.to_dict()
+        ranked = fuse(found.candidates, fusion.method, fusion.dense_weight)
         fused = dict(ranked)
         order = [c for c, _ in ranked]
         t = clock.lap("fusion", t)
@@ -289,6 +297,22 @@ def search(
     clock.lap("total", clock.start)
     result.timings = clock.timings
     return result
+
+
+def default_fusion(settings: Settings) -> Fusion:
+    return Fusion(settings.fusion_method, settings.fusion_dense_weight, "default")
+
+
+def fusion_for(
+    session: Session, collections: Sequence[int] | None, generation_id: int, settings: Settings
+) -> Fusion:
+    """The fusion for a search of these collections in this generation: a single collection's
+    calibration when it has one for the generation, else the default."""
+    if collections is not None and len(set(collections)) == 1:
+        row = session.get(FusionCalibration, next(iter(collections)))
+        if row is not None and row.generation_id == generation_id:
+            return Fusion(cast(FusionMethod, row.method), row.dense_weight, row.source)
+    return default_fusion(settings)
 
 
 def _load_hits(session: Session, chunk_ids: list[int]) -> list[Hit]:
