@@ -1,8 +1,8 @@
 """The offline evaluation runner.
 
-    python -m evals retrieval --beir DIR [--limit N] [--json]
+    python -m evals retrieval (--beir DIR | --squad FILE) [--limit N] [--json]
     python -m evals answers --squad FILE [--limit N] [--json]
-    python -m evals tune-fusion --squad FILE [--limit N] [--json]
+    python -m evals tune-fusion (--beir DIR | --squad FILE) [--limit N] [--json]
     python -m evals tune-thresholds --squad FILE [--limit N] [--json]
 
 Each ingests its corpus through the real pipeline (a worker of its own starts when none
@@ -31,19 +31,30 @@ def table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
+def retrieval_set(args: argparse.Namespace):
+    """A BEIR directory, or a SQuAD file read as question -> paragraph retrieval."""
+    from evals.datasets import load_beir, load_squad, squad_as_retrieval
+
+    if (args.beir is None) == (args.squad is None):
+        raise CliError("give one of --beir DIR or --squad FILE")
+    return load_beir(args.beir) if args.beir else squad_as_retrieval(load_squad(args.squad))
+
+
 def cmd_retrieval(args: argparse.Namespace) -> dict:
-    from evals.datasets import load_beir
     from evals.retrieval import run_retrieval
 
-    data = load_beir(args.beir)
+    data = retrieval_set(args)
     with running_parts(worker=True) as settings:
         report = run_retrieval(data, settings, args.limit)
     if not args.json:
         rows = [
-            [mode, m["ndcg@10"], m["recall@100"], m["mrr@10"], m["p50_ms"], m["p95_ms"]]
+            [mode, m["ndcg@10"], m["recall@100"], m["mrr@10"], m.get("p50_ms"), m.get("p95_ms")]
             for mode, m in report["modes"].items()
         ]
-        print(f"{report['dataset']}: {report['queries']} queries (run {report['run_id']})")
+        print(
+            f"{report['dataset']}: {report['queries']} queries (run {report['run_id']}); "
+            f"hybrid is the default fusion, {report['default_fusion']}"
+        )
         print(table(["mode", "nDCG@10", "Recall@100", "MRR@10", "p50 ms", "p95 ms"], rows))
     return report
 
@@ -66,10 +77,9 @@ def cmd_answers(args: argparse.Namespace) -> dict:
 
 
 def cmd_tune_fusion(args: argparse.Namespace) -> dict:
-    from evals.datasets import load_squad, squad_as_retrieval
     from evals.retrieval import tune_fusion
 
-    data = squad_as_retrieval(load_squad(args.squad))
+    data = retrieval_set(args)
     with running_parts(worker=True) as settings:
         results = tune_fusion(data, settings, args.limit)
     report = {
@@ -106,14 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evals", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     retrieval = sub.add_parser("retrieval", help="nDCG@10, Recall@100, MRR@10, latency per mode")
-    retrieval.add_argument("--beir", type=Path, required=True, help="a BEIR data set directory")
     retrieval.set_defaults(func=cmd_retrieval)
     answers = sub.add_parser("answers", help="EM, F1, declines, citations, hit@5, TTFT")
     answers.add_argument("--squad", type=Path, required=True, help="a SQuAD 2.0 JSON file")
     answers.set_defaults(func=cmd_answers)
-    tune = sub.add_parser("tune-fusion", help="fusion methods and weights on SQuAD questions")
-    tune.add_argument("--squad", type=Path, required=True, help="a SQuAD 2.0 JSON file")
+    tune = sub.add_parser("tune-fusion", help="every fusion method and weight on a data set")
     tune.set_defaults(func=cmd_tune_fusion)
+    for p in (retrieval, tune):
+        p.add_argument("--beir", type=Path, help="a BEIR data set directory")
+        p.add_argument("--squad", type=Path, help="a SQuAD 2.0 file (question -> paragraph)")
     thresholds = sub.add_parser("tune-thresholds", help="abstention and citation thresholds")
     thresholds.add_argument("--squad", type=Path, required=True, help="a SQuAD 2.0 JSON file")
     thresholds.set_defaults(func=cmd_tune_thresholds)

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 import numpy as np
+from sqlalchemy import select
 
 from app.config import Settings
 from app.db import session_scope
-from app.models import EvalRun
+from app.models import Chunk, Document, EvalRun
 from app.retrieval.evaluation import metrics
-from app.retrieval.fusion import fuse
+from app.retrieval.fusion import FusionMethod, fuse, fusion_name
 from app.retrieval.rerank import get_reranker
 from app.retrieval.search import Clock, SearchResult, retrieve, search
 from evals.corpus import ensure_corpus
@@ -71,6 +71,9 @@ def run_retrieval(data: RetrievalSet, settings: Settings, limit: int | None) -> 
             "p95_ms": round(float(np.percentile(latencies, 95)), 1),
         }
         log.info("%s: %s", mode, report["modes"][mode])
+    report["default_fusion"] = fusion_name(settings.fusion_method, settings.fusion_dense_weight)
+    for name, scores in fusion_metrics(data, settings, limit, FIXED).items():
+        report["modes"][f"hybrid, {name}"] = scores
     report["run_id"] = store_run("retrieval", data.name, len(queries), settings, report["modes"])
     return report
 
@@ -101,20 +104,40 @@ def store_run(kind: str, dataset: str, queries: int, settings: Settings, metrics
         return run.id
 
 
-def tune_fusion(data: RetrievalSet, settings: Settings, limit: int | None) -> dict:
-    """nDCG@10 of each fusion method and weight on a tuning set. The candidates of each query
-    are retrieved once, through the search path; each setting then fuses them the way
-    search does (`app.retrieval.fusion.fuse`)."""
+# Fixed fusions reported beside the default (`hybrid`), from the same candidates.
+FIXED: dict[str, tuple[FusionMethod, float]] = {
+    "absolute 0.4": ("absolute", 0.4),
+    "weighted 0.5": ("weighted", 0.5),
+    "rrf": ("rrf", 0.5),
+    "zscore": ("zscore", 0.5),
+    "confidence": ("confidence", 0.5),
+}
+GRID: dict[str, tuple[FusionMethod, float]] = {
+    "rrf": ("rrf", 0.5),
+    "zscore": ("zscore", 0.5),
+    "confidence": ("confidence", 0.5),
+    **{
+        f"{method} w={w / 10:.1f}": (method, w / 10)
+        for method in ("weighted", "absolute")
+        for w in range(11)
+    },
+}
+
+
+def fusion_metrics(
+    data: RetrievalSet,
+    settings: Settings,
+    limit: int | None,
+    fusions: dict[str, tuple[FusionMethod, float]],
+) -> dict[str, dict[str, float]]:
+    """Metrics of each fusion. The candidates of each query are retrieved once, through the
+    search path; each fusion then fuses them the way search does (`fuse`)."""
     collection_id, by_filename = ensure_corpus(
         data.name, data.corpus, data.fingerprint_source, settings
     )
     queries = list(data.queries.items())[:limit] if limit else list(data.queries.items())
     qrels = {q: data.qrels[q] for q, _ in queries}
-    settings_grid: dict[str, Callable] = {"rrf": lambda c: fuse(c, "rrf")}
-    for method in ("weighted", "absolute"):
-        for w in np.round(np.arange(0.0, 1.01, 0.1), 2):
-            settings_grid[f"{method} w={w:.1f}"] = lambda c, m=method, w=float(w): fuse(c, m, w)
-    runs: dict[str, dict[str, list[str]]] = {name: {} for name in settings_grid}
+    runs: dict[str, dict[str, list[str]]] = {name: {} for name in fusions}
     with session_scope() as session:
         chunk_doc = _chunk_documents(session, collection_id, by_filename)
         for qid, text in queries:
@@ -127,17 +150,18 @@ def tune_fusion(data: RetrievalSet, settings: Settings, limit: int | None) -> di
                 settings=settings,
                 clock=Clock(),
             )
-            for name, fused in settings_grid.items():
-                ranked = [chunk_doc[c] for c, _ in fused(found.candidates)]
+            for name, (method, weight) in fusions.items():
+                ranked = [chunk_doc[c] for c, _ in fuse(found.candidates, method, weight)]
                 runs[name][qid] = list(dict.fromkeys(ranked))
     return {name: metrics(qrels, run) for name, run in runs.items()}
 
 
+def tune_fusion(data: RetrievalSet, settings: Settings, limit: int | None) -> dict:
+    """nDCG@10 of each fusion method and weight on a tuning set."""
+    return fusion_metrics(data, settings, limit, GRID)
+
+
 def _chunk_documents(session, collection_id: int, by_filename: dict[str, str]) -> dict[int, str]:
-    from sqlalchemy import select
-
-    from app.models import Chunk, Document
-
     rows = session.execute(
         select(Chunk.id, Document.filename)
         .join(Document, Document.id == Chunk.document_id)

@@ -175,3 +175,38 @@ def test_confidence_fusion_follows_the_retriever_whose_top_stands_out():
         for i in range(20)
     ]  # fmt: skip
     assert fuse(flat_dense, "confidence")[0][0] == 3
+
+
+@pytest.mark.slow
+def test_answers_rated_up_are_labels_too(client: TestClient, settings: Settings):
+    """With no eval set, questions whose answers were rated up, and the passages that
+    supported them, calibrate the collection."""
+    from app.models import Chunk, Conversation, Document, Message, MessageCitation
+
+    _, collection_id = make_collection(client, [f"{BOILERPLATE} Code {c}." for c in CODES])
+    with session_scope() as s:
+        conversation = Conversation(title="codes", collection_id=collection_id, source="web")
+        s.add(conversation)
+        s.flush()
+        for i, code in enumerate(CODES):
+            chunk = s.scalar(
+                select(Chunk.id)
+                .join(Document, Document.id == Chunk.document_id)
+                .where(Document.collection_id == collection_id, Document.filename == f"d{i}.md")
+            )
+            answer = Message(
+                conversation_id=conversation.id, role="assistant", query=code, feedback=1
+            )
+            s.add(answer)
+            s.flush()
+            s.add(
+                MessageCitation(
+                    message_id=answer.id, sentence=0, text="…", cited=[1], n=1,
+                    chunk_id=chunk, score=0.9, supported=True,
+                )
+            )  # fmt: skip
+    with session_scope() as s:
+        row = calibrate(s, collection_id, settings)
+        assert row is not None
+        assert row.source == "feedback" and row.queries == len(CODES) and row.feedback == 12
+        assert min(best_weights(row)) <= 0.4 and 1.0 not in best_weights(row)
