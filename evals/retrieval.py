@@ -12,10 +12,10 @@ from sqlalchemy import select
 from app.config import Settings
 from app.db import session_scope
 from app.models import Chunk, Document, EvalRun
-from app.retrieval.evaluation import metrics
-from app.retrieval.fusion import FusionMethod, fuse, fusion_name
+from app.retrieval.evaluation import fused_runs, metrics
+from app.retrieval.fusion import FusionMethod, fusion_name
 from app.retrieval.rerank import get_reranker
-from app.retrieval.search import Clock, SearchResult, retrieve, search
+from app.retrieval.search import SearchResult, search
 from evals.corpus import ensure_corpus
 from evals.datasets import RetrievalSet
 
@@ -137,22 +137,9 @@ def fusion_metrics(
     )
     queries = list(data.queries.items())[:limit] if limit else list(data.queries.items())
     qrels = {q: data.qrels[q] for q, _ in queries}
-    runs: dict[str, dict[str, list[str]]] = {name: {} for name in fusions}
     with session_scope() as session:
         chunk_doc = _chunk_documents(session, collection_id, by_filename)
-        for qid, text in queries:
-            found = retrieve(
-                session,
-                text,
-                mode="hybrid",
-                depth=settings.fusion_depth,
-                collections=[collection_id],
-                settings=settings,
-                clock=Clock(),
-            )
-            for name, (method, weight) in fusions.items():
-                ranked = [chunk_doc[c] for c, _ in fuse(found.candidates, method, weight)]
-                runs[name][qid] = list(dict.fromkeys(ranked))
+        runs = fused_runs(session, dict(queries), collection_id, chunk_doc, fusions, settings)
     return {name: metrics(qrels, run) for name, run in runs.items()}
 
 

@@ -80,6 +80,15 @@ def client(settings: Settings, worker: WorkerProcess, auth: dict[str, str]) -> I
         yield c
 
 
+@pytest.fixture
+def browser(settings: Settings, worker: WorkerProcess) -> Iterator[TestClient]:
+    """A client that behaves like a browser: cookies, no API key."""
+    with TestClient(
+        create_app(settings), base_url="https://testserver", headers={"Accept": "text/html"}
+    ) as c:
+        yield c
+
+
 @pytest.fixture(scope="session")
 def worker(settings: Settings) -> Iterator[WorkerProcess]:
     with WorkerProcess(settings, name="tests@localhost") as process:

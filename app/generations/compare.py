@@ -13,10 +13,8 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.models import Chunk, Collection, Document, EvalRun, IndexGeneration
-from app.retrieval.evaluation import metrics, read_judgements
-from app.retrieval.fusion import fuse
+from app.retrieval.evaluation import fused_runs, metrics, read_judgements
 from app.retrieval.lexical import BM25Index
-from app.retrieval.search import Clock, retrieve
 
 
 def compare_generations(
@@ -42,20 +40,10 @@ def compare_generations(
         index = BM25Index()
         index.add((c, d, col, lex.split()) for c, d, col, lex, _ in rows)
         corpus_id = {c: filename.removesuffix(".md") for c, _, _, _, filename in rows}
-        runs: dict[str, list[str]] = {}
-        for qid, text in queries.items():
-            found = retrieve(
-                session,
-                text,
-                mode="hybrid",
-                depth=settings.fusion_depth,
-                collections=[collection_id],
-                settings=settings,
-                clock=Clock(),
-                pinned=(generation, index),
-            )
-            ranked = fuse(found.candidates, settings.fusion_method, settings.fusion_dense_weight)
-            runs[qid] = list(dict.fromkeys(corpus_id[c] for c, _ in ranked if c in corpus_id))
+        default = {"default": (settings.fusion_method, settings.fusion_dense_weight)}
+        runs = fused_runs(
+            session, queries, collection_id, corpus_id, default, settings, (generation, index)
+        )["default"]
         results[str(generation_id)] = metrics(qrels, runs)
     return results
 

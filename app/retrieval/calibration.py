@@ -33,9 +33,9 @@ from app.models import (
     Message,
     MessageCitation,
 )
-from app.retrieval.evaluation import metrics, read_judgements
-from app.retrieval.fusion import FusionMethod, fuse, fusion_name
-from app.retrieval.search import Clock, default_fusion, retrieve
+from app.retrieval.evaluation import fused_runs, metrics, read_judgements
+from app.retrieval.fusion import FusionMethod, fusion_name
+from app.retrieval.search import default_fusion
 
 MIN_QUERIES = 10  # labelled questions needed before labels override the default
 TIE = 0.002  # nDCG@10 within this of the best: keep the default
@@ -113,21 +113,8 @@ def evaluate(
 ) -> dict[str, float]:
     """nDCG@10 of every fusion in GRID on the labelled queries. Each query is retrieved once
     (both lists, `FUSION_DEPTH` deep, through the search path) and fused each way."""
-    runs: dict[str, dict[str, list[str]]] = {fusion_name(m, w): {} for m, w in GRID}
-    for qid, text in labels.queries.items():
-        found = retrieve(
-            session,
-            text,
-            mode="hybrid",
-            depth=settings.fusion_depth,
-            collections=[collection_id],
-            settings=settings,
-            clock=Clock(),
-        )
-        for method, weight in GRID:
-            ranked = fuse(found.candidates, method, weight)
-            keys = (labels.key[c] for c, _ in ranked if c in labels.key)
-            runs[fusion_name(method, weight)][qid] = list(dict.fromkeys(keys))
+    fusions = {fusion_name(m, w): (m, w) for m, w in GRID}
+    runs = fused_runs(session, labels.queries, collection_id, labels.key, fusions, settings)
     return {name: metrics(labels.qrels, run)["ndcg@10"] for name, run in runs.items()}
 
 

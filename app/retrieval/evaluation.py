@@ -1,6 +1,7 @@
 """Scoring a ranking against relevance judgements: nDCG@10, Recall@100 and MRR@10 with
 pytrec_eval (the reference trec_eval measures), and reading a BEIR directory's judged
-queries. Used by the generation comparison, the fusion calibration and the eval runner."""
+queries, and ranking labelled queries under several fusions at once. Used by the generation
+comparison, the fusion calibration and the eval runner."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytrec_eval
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.retrieval.fusion import FusionMethod, fuse
+from app.retrieval.search import Clock, Pinned, retrieve
 
 MEASURES = {"ndcg_cut.10", "recall.100", "recip_rank"}
 
@@ -51,3 +57,33 @@ def read_judgements(
             if str(q["_id"]) in qrels:
                 queries[str(q["_id"])] = q["text"]
     return queries, {q: qrels[q] for q in queries}
+
+
+def fused_runs(
+    session: Session,
+    queries: dict[str, str],
+    collection_id: int,
+    key: dict[int, str],
+    fusions: dict[str, tuple[FusionMethod, float]],
+    settings: Settings,
+    pinned: Pinned | None = None,
+) -> dict[str, dict[str, list[str]]]:
+    """Each fusion's ranking of each query, as document keys (`key`: chunk id -> document
+    key; each document at its best chunk's rank). A query's candidates are retrieved once
+    (both lists, FUSION_DEPTH deep, through the search path) and fused each way."""
+    runs: dict[str, dict[str, list[str]]] = {name: {} for name in fusions}
+    for qid, text in queries.items():
+        found = retrieve(
+            session,
+            text,
+            mode="hybrid",
+            depth=settings.fusion_depth,
+            collections=[collection_id],
+            settings=settings,
+            clock=Clock(),
+            pinned=pinned,
+        )
+        for name, (method, weight) in fusions.items():
+            ranked = (key[c] for c, _ in fuse(found.candidates, method, weight) if c in key)
+            runs[name][qid] = list(dict.fromkeys(ranked))
+    return runs

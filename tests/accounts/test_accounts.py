@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -57,15 +56,6 @@ def key_for(user: User) -> str:
         row = s.get(User, user.id)
         assert row is not None
         return accounts.create_api_key(s, row, "test")[0]
-
-
-@pytest.fixture
-def browser(settings: Settings, worker: WorkerProcess) -> Iterator[TestClient]:
-    """A client that behaves like a browser: cookies, no API key."""
-    with TestClient(
-        create_app(settings), base_url="https://testserver", headers={"Accept": "text/html"}
-    ) as c:
-        yield c
 
 
 def test_sign_in_sets_a_secure_http_only_session_cookie(browser: TestClient, admin_key: str):

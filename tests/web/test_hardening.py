@@ -46,14 +46,6 @@ def members_create(settings: Settings, worker: WorkerProcess) -> Iterator[TestCl
         yield c
 
 
-@pytest.fixture
-def browser(settings: Settings, worker: WorkerProcess) -> Iterator[TestClient]:
-    with TestClient(
-        create_app(settings), base_url="https://testserver", headers={"Accept": "text/html"}
-    ) as c:
-        yield c
-
-
 # -- 3. collection squatting -----------------------------------------------------------------
 
 
