@@ -369,8 +369,17 @@ def test_evals_retrieval_runs_end_to_end_and_is_stored(settings: Settings, tmp_p
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
     assert report["dataset"] == "tinybeir" and report["queries"] == 2
-    assert set(report["modes"]) == {"bm25", "dense", "hybrid"}
-    for metrics in report["modes"].values():
+    modes = report["modes"]
+    assert {"bm25", "dense", "hybrid"} <= set(modes)
+    # each fixed fusion is reported beside the default, named by its method
+    assert {m for m in modes if m.startswith("hybrid, ")} == {
+        "hybrid, absolute 0.4",
+        "hybrid, rrf",
+        "hybrid, zscore",
+        "hybrid, confidence",
+        "hybrid, weighted 0.5",
+    }
+    for metrics in modes.values():
         assert set(metrics) >= {"ndcg@10", "recall@100", "mrr@10", "p50_ms", "p95_ms"}
         assert metrics["ndcg@10"] == 1.0  # three documents: each query's answer comes first
     with session_scope() as s:
