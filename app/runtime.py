@@ -31,12 +31,17 @@ def share_cores(processes: int) -> None:
     _process_share = max(1, processes)
 
 
+def model_threads(settings: Settings) -> int:
+    """Threads for one model in this process (torch's, and OCR's onnxruntime): TORCH_THREADS,
+    or this process's share of the cores."""
+    return settings.torch_threads or max(1, (os.cpu_count() or 1) // _process_share)
+
+
 def configure_threads(settings: Settings) -> int:
-    """torch threads: TORCH_THREADS, or this process's share of the cores; numpy's BLAS stays
-    at one (set in app/__init__.py). Called where a model loads, so processes without models
-    never import torch."""
+    """torch threads (`model_threads`); numpy's BLAS stays at one (set in app/__init__.py).
+    Called where a model loads, so processes without models never import torch."""
     import torch
 
-    threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // _process_share)
+    threads = model_threads(settings)
     torch.set_num_threads(threads)
     return threads

@@ -34,6 +34,11 @@ class DocumentOut(BaseModel):
     chunks_done: int
     chunks_total: int
     page_count: int | None
+    source_url: str | None = None  # a web page's address
+    sitemap_id: int | None = None  # the sitemap that brought it
+    ocr_confidence: float | None = None  # of the text read by OCR (0-1), if any was
+    ocr_pages: dict[str, float] | None = None  # each OCR'd page's confidence
+    notes: str | None = None  # pages left unread, a sitemap's pages
     duplicate: bool = False
     created_at: datetime
     indexed_at: datetime | None
@@ -62,6 +67,11 @@ def document_out(doc: Document, duplicate: bool = False) -> DocumentOut:
         chunks_done=doc.chunks_done,
         chunks_total=doc.chunks_total,
         page_count=doc.page_count,
+        source_url=doc.source_url,
+        sitemap_id=doc.sitemap_id,
+        ocr_confidence=doc.ocr_confidence,
+        ocr_pages=doc.ocr_pages,
+        notes=doc.notes,
         duplicate=duplicate,
         created_at=doc.created_at,
         indexed_at=doc.indexed_at,
@@ -91,7 +101,8 @@ UPLOAD_BODY: dict[str, Any] = {
                         "files": {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
-                            "description": "PDF, DOCX, HTML, Markdown or text; "
+                            "description": "PDF, DOCX, HTML, Markdown, text, or images "
+                            "(PNG, JPEG, TIFF, WebP; read by OCR); "
                             "the type is decided from the content",
                         },
                         "collection": {"type": "string", "default": "default"},

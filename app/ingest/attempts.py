@@ -70,6 +70,9 @@ class WorkItem:
     assembled: Assembled | None = None
     title: str = ""
     page_count: int | None = None
+    ocr_confidence: float | None = None  # of the text read by OCR, if any was
+    ocr_pages: dict[str, float] | None = None  # page -> confidence
+    notes: str | None = None
     rows: list[list[dict]] = field(default_factory=list)  # per plan
     texts: list[list[str]] = field(default_factory=list)  # per plan: what the model reads
     vectors: list[np.ndarray] = field(default_factory=list)  # per plan
