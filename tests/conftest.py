@@ -24,6 +24,9 @@ TEST_ENV = {
     "TASK_TIME_LIMIT_S": "80",  # OCR of a two-page scan took 10-40 s on 2 busy cores
     "BROKER_VISIBILITY_TIMEOUT_S": "90",
     "TORCH_THREADS": "2",
+    # The tests' web pages are served on loopback (tests/web_pages); nothing else is allowed.
+    "FETCH_ALLOW_HOSTS": "127.0.0.1",
+    "FETCH_TIMEOUT_S": "8",
 }
 
 

@@ -67,6 +67,7 @@ class WorkItem:
     filename: str
     data: bytes
     plans: list[Plan]
+    source_url: str | None = None  # a web page's address
     assembled: Assembled | None = None
     title: str = ""
     page_count: int | None = None
@@ -258,7 +259,15 @@ def begin(
             session.flush()
             data = files[doc.id]
             items.append(
-                WorkItem(doc.id, attempt.id, doc.content_type, doc.filename, data, list(plans))
+                WorkItem(
+                    doc.id,
+                    attempt.id,
+                    doc.content_type,
+                    doc.filename,
+                    data,
+                    list(plans),
+                    source_url=doc.source_url,
+                )
             )
     return items, outcomes
 

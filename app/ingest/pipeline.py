@@ -89,11 +89,19 @@ def build(document_ids: list[int], generation_id: int) -> dict[int, str]:
                 return dict.fromkeys(document_ids, "skipped")
             plan = plan_of(generation)
             rows = session.execute(
-                select(Document.id, Document.content_type, Document.filename, DocumentFile.data)
+                select(
+                    Document.id,
+                    Document.content_type,
+                    Document.filename,
+                    DocumentFile.data,
+                    Document.source_url,
+                )
                 .join(DocumentFile, DocumentFile.document_id == Document.id)
                 .where(Document.id.in_(held), Document.status == DocumentStatus.indexed)
             ).all()
-        items = [WorkItem(d, None, ct, fn, data, [plan]) for d, ct, fn, data in rows]
+        items = [
+            WorkItem(d, None, ct, fn, data, [plan], source_url=url) for d, ct, fn, data, url in rows
+        ]
         outcomes.update(dict.fromkeys(held, "skipped"))
         _process(items)
         outcomes.update({j.document_id: j.outcome or "failed" for j in items})
@@ -146,7 +154,7 @@ def _prepare(item: WorkItem, settings: Settings) -> None:
     )
     try:
         with time_budget(settings.document_time_limit_s):
-            parsed = parse(item.content_type, item.data, item.filename, limits)
+            parsed = parse(item.content_type, item.data, item.filename, limits, item.source_url)
             _chunk(item, parsed)
     except ParseError as err:
         fail(item, str(err))
@@ -160,7 +168,7 @@ def _chunk(item: WorkItem, parsed: Parsed) -> None:
     item.data = b""
     item.page_count = parsed.page_count
     item.assembled = assemble(parsed)
-    item.title = parsed.title or PurePath(item.filename).stem
+    item.title = parsed.title or item.source_url or PurePath(item.filename).stem
     item.ocr_confidence = parsed.ocr_confidence
     item.ocr_pages = {str(n): p.confidence for n, p in parsed.ocr.items()} or None
     item.notes = "; ".join(parsed.notes) or None

@@ -8,7 +8,10 @@ from app.ingest import detect
 from app.ingest.structure import Limits, Parsed, ParseError
 
 
-def parse(content_type: str, data: bytes, filename: str, limits: Limits) -> Parsed:
+def parse(
+    content_type: str, data: bytes, filename: str, limits: Limits, source_url: str | None = None
+) -> Parsed:
+    """`source_url`: the page a fetched web page came from (its main content is read)."""
     from app.ingest.parse import docx, html, image, markdown, pdf, text
 
     parsers: dict[str, Callable[[bytes], Parsed]] = {
@@ -20,6 +23,10 @@ def parse(content_type: str, data: bytes, filename: str, limits: Limits) -> Pars
     }
     if content_type in detect.IMAGES:  # scans and photos, read by OCR
         parsed = image.parse(data, content_type, limits)
+    elif content_type == detect.HTML and source_url:
+        from app.web_pages.extract import parse_page
+
+        parsed = parse_page(data, source_url)
     elif content_type in parsers:
         parsed = parsers[content_type](data)
     else:
