@@ -412,3 +412,21 @@ def test_hostile_api_bodies_answer_4xx(client: TestClient):
     ):
         response = client.post("/api/documents/urls", json=body)
         assert 400 <= response.status_code < 500, (body, response.status_code)
+
+
+def test_the_documents_page_field_adds_a_page_or_says_why_not(client: TestClient, site: str):
+    collection = new_collection()
+    page = client.get("/documents", params={"collection": collection}).text
+    assert 'hx-post="/documents/urls"' in page and 'name="url"' in page
+    refused = client.post(
+        "/documents/urls",
+        data={"url": "http://[::ffff:169.254.169.254]/", "collection": collection},
+    )
+    assert refused.status_code == 200 and 'data-status="rejected"' in refused.text
+    assert "cloud metadata address" in refused.text
+    added = client.post(
+        "/documents/urls", data={"url": f"{site}/wiki/herons", "collection": collection}
+    )
+    assert added.status_code == 200 and f'href="{site}/wiki/herons"' in added.text
+    too_long = client.post("/documents/urls", data={"url": "http://x/" + "a" * 3000})
+    assert too_long.status_code == 422
