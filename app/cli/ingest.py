@@ -82,7 +82,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         {
             "id": d.id,
             "filename": d.filename,
-            "url": d.source_url,
             "status": d.status,
             "chunks": d.chunks_total if d.status == "indexed" else 0,
             "error": d.error,

@@ -355,14 +355,14 @@ def test_a_sitemap_brings_its_pages_from_its_own_host(
         "ingest", f"{site}/sitemap.xml", "--collection", collection, "--wait", "--json"
     )
     out = json.loads(result.stdout)["documents"]
-    by_url = {d["url"]: d for d in out}
+    by_url = {f"http://{d['filename']}": d for d in out}  # a page's name is its URL
     sitemap = by_url[f"{site}/sitemap.xml"]
     assert sitemap["status"] == "indexed" and sitemap["chunks"] == 0
     for topic in ("otters", "beavers", "herons"):
         assert by_url[f"{site}/wiki/{topic}"]["status"] == "indexed", by_url
     private = by_url[f"{site}/private/secret"]
     assert private["status"] == "failed" and "robots.txt" in private["error"]
-    assert not any("elsewhere.example" in (d["url"] or "") for d in out)
+    assert not any("elsewhere.example" in d["filename"] for d in out)
     assert result.returncode == 1  # one page failed (robots.txt), and says so
 
 

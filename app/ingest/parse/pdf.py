@@ -1,8 +1,8 @@
 """PDF through pdfium (pypdfium2, Apache-2.0/BSD): text per page, split into paragraphs;
 lines joined and words broken over lines mended. A page without a text layer (a scan, or
 one whose text layer holds fewer than OCR_BELOW_CHARS characters, such as a page number
-stamped on a scan) is rendered and read by OCR instead, within the document's OCR limits;
-pages keep their numbers either way."""
+stamped on a scan) that holds an image is rendered and read by OCR instead, within the
+document's OCR limits; pages keep their numbers either way."""
 
 from __future__ import annotations
 
@@ -78,10 +78,13 @@ def parse(data: bytes, limits: Limits) -> Parsed:
 
 
 def _needs_ocr(page: Any, paras: list[str]) -> bool:
-    """Too little text in the text layer, and something drawn on the page to read."""
+    """Too little text in the text layer, and an image on the page (a scan) to read."""
+    import pypdfium2.raw as pdfium_c
+
     if sum(len(p.replace(" ", "")) for p in paras) >= OCR_BELOW_CHARS:
         return False
-    return any(True for _ in page.get_objects(max_depth=2))
+    images = page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=2)
+    return any(True for _ in images)
 
 
 def _render(page: Any) -> Any:
