@@ -9,6 +9,10 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /srv/groundwork
 
+# OpenCV (under the OCR engine) needs libGL and GLib; the slim image has neither.
+RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
+
 # CPU build of torch first: a bare `torch` requirement would pull gigabytes of CUDA.
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 

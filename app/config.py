@@ -76,11 +76,29 @@ class Settings(BaseSettings):
     document_time_limit_s: float = Field(
         300.0, gt=0, description="Reading (parsing and chunking) one document."
     )
+    ocr_max_pages: int = Field(
+        100, ge=0, le=100_000, description="Pages of one document read by OCR; 0 turns OCR off."
+    )
+    ocr_page_time_limit_s: float = Field(60.0, gt=0, description="OCR of one page.")
     worker_memory_limit_mb: int = Field(
         4096, ge=0, description="Address-space ceiling per pool process; 0: none."
     )
     worker_grace_s: float = Field(
         60.0, gt=0, description="/healthz answers 503 when no worker answered for this long."
+    )
+
+    # Web pages
+    fetch_allow_hosts: str = Field(
+        "",
+        description="Hosts fetched even at loopback, private or link-local addresses "
+        "(comma-separated names or IPs).",
+    )
+    fetch_max_mb: int = Field(10, gt=0, le=1024, description="Largest page or sitemap fetched.")
+    fetch_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="Fetching one URL, redirects and robots.txt included."
+    )
+    fetch_sitemap_max_pages: int = Field(
+        200, ge=1, le=50_000, description="Pages one sitemap brings at most."
     )
 
     # Search
@@ -179,6 +197,18 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def fetch_max_bytes(self) -> int:
+        return self.fetch_max_mb * 1024 * 1024
+
+    @property
+    def fetch_allowed(self) -> frozenset[str]:
+        """FETCH_ALLOW_HOSTS as lower-case host names (IPv6 without brackets)."""
+        hosts = (
+            h.strip().lower().strip("[]").rstrip(".") for h in self.fetch_allow_hosts.split(",")
+        )
+        return frozenset(h for h in hosts if h)
 
     @cached_property
     def secret(self) -> str:

@@ -24,6 +24,9 @@ TEST_ENV = {
     "TASK_TIME_LIMIT_S": "120",
     "BROKER_VISIBILITY_TIMEOUT_S": "180",
     "TORCH_THREADS": "2",
+    # The tests' web pages are served on loopback (tests/web_pages); nothing else is allowed.
+    "FETCH_ALLOW_HOSTS": "127.0.0.1",
+    "FETCH_TIMEOUT_S": "8",
 }
 
 

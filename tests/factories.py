@@ -222,3 +222,94 @@ PE_HEAD = (
 )
 ELF_HEAD = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 8
 MACHO_HEAD = b"\xcf\xfa\xed\xfe\x07\x00\x00\x01" + b"\x00" * 8
+
+
+# -- scans and photos ------------------------------------------------------------------------
+
+
+def text_image(lines: list[str], size: tuple[int, int] = (1240, 1754), font_size: int = 34):
+    """A white page (a Pillow image, 150 dpi A4 by default) with `lines` of black text in
+    Pillow's own scalable font: words that exist only as pixels."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=font_size)
+    page = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(page)
+    y = 120
+    for line in lines:
+        if line:
+            draw.text((100, y), line, fill=0, font=font)
+        y += int(font_size * 1.9)
+    return page
+
+
+def make_photo(lines: list[str], fmt: str = "JPEG") -> bytes:
+    """A 'photo' of a page of text: slightly rotated, blurred, on a grey background, with
+    some noise, saved as JPEG (or another Pillow format)."""
+    import random
+
+    from PIL import Image, ImageFilter
+
+    page = text_image(lines, size=(1400, 900), font_size=38)
+    photo = page.rotate(2.5, expand=True, fillcolor=200, resample=Image.Resampling.BICUBIC)
+    photo = photo.filter(ImageFilter.GaussianBlur(0.9)).convert("RGB")
+    rng = random.Random(7)
+    pixels = photo.load()
+    assert pixels is not None
+    for _ in range(4000):
+        x, y = rng.randrange(photo.width), rng.randrange(photo.height)
+        pixels[x, y] = (rng.randrange(256),) * 3
+    out = io.BytesIO()
+    photo.save(out, fmt, **({"quality": 80} if fmt == "JPEG" else {}))
+    return out.getvalue()
+
+
+def make_image(lines: list[str], fmt: str = "PNG", pages: int = 1) -> bytes:
+    """A clean scan as an image file; TIFF may hold several pages (the same lines, with
+    'page N' after them)."""
+    frames = [text_image([*lines, f"page {n + 1}"]) for n in range(pages)]
+    out = io.BytesIO()
+    frames[0].save(out, fmt, save_all=pages > 1, append_images=frames[1:])
+    return out.getvalue()
+
+
+def make_scanned_pdf(pages: list[list[str]]) -> bytes:
+    """An image-only PDF, one scanned page (150 dpi A4) per list of lines: no text layer
+    at all; an empty list makes a blank scanned page."""
+    images = [text_image(lines).convert("RGB") for lines in pages]
+    out = io.BytesIO()
+    images[0].save(out, "PDF", resolution=150, save_all=True, append_images=images[1:])
+    return out.getvalue()
+
+
+def join_pdfs(*parts: bytes) -> bytes:
+    """One PDF with the pages of each, in order (pdfium)."""
+    import pypdfium2 as pdfium
+
+    joined = pdfium.PdfDocument.new()
+    for part in parts:
+        joined.import_pages(pdfium.PdfDocument(part))
+    out = io.BytesIO()
+    joined.save(out)
+    return out.getvalue()
+
+
+def image_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A small PNG whose header declares `width` × `height` pixels (a decompression bomb):
+    one valid IHDR and a tiny IDAT; the header alone is what is checked."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    data = zlib.compress(b"\x00" * 1024)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+    )

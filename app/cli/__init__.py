@@ -37,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-llm", action="store_true", help="do not start the embedded LLM")
     serve.set_defaults(func=cmd_serve)
 
-    ingest = sub.add_parser("ingest", help="send files (directories are walked) for ingestion")
-    ingest.add_argument("paths", nargs="+", metavar="PATH")
+    ingest = sub.add_parser(
+        "ingest", help="send files (directories are walked) and web pages (URLs) for ingestion"
+    )
+    ingest.add_argument("paths", nargs="+", metavar="PATH|URL")
     ingest.add_argument("--collection", default="default")
     ingest.add_argument("--wait", action="store_true", help="wait until every file settles")
     ingest.add_argument(

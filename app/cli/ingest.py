@@ -1,4 +1,5 @@
-"""`groundwork ingest`: files and folders through the same Celery path as the upload page."""
+"""`groundwork ingest`: files and folders, and web pages by URL (a sitemap.xml brings its
+pages), through the same Celery path as the upload page."""
 
 from __future__ import annotations
 
@@ -36,11 +37,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from app import jobs
     from app.db import session_scope
     from app.documents import service
-    from app.documents.bulk import Stalled, ingest_files, wait_settled
+    from app.documents.bulk import Stalled, ingest_files, ingest_urls, wait_settled
     from app.models import Document
+    from app.web_pages.service import is_url
 
-    files = walk(args.paths)
-    if not files:
+    urls = [p for p in args.paths if is_url(p)]
+    files = walk([p for p in args.paths if not is_url(p)])
+    if not files and not urls:
         raise CliError("no files to ingest")
     names = Counter(p.name for p in files)
     same_name = [p for p in files if names[p.name] > 1]
@@ -52,8 +55,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
     with running_parts(worker=args.wait) as settings:
         sources = [(p.name, p.stat().st_size, p.read_bytes) for p in files]
-        ids = ingest_files(args.collection, sources, settings)
-        log.info("sent %d file(s) to %s", len(ids), args.collection)
+        ids = ingest_files(args.collection, sources, settings) if files else []
+        if urls:
+            ids += ingest_urls(args.collection, urls, settings)
+        log.info("sent %d document(s) to %s", len(ids), args.collection)
         with session_scope() as session:
             if jobs.unsent_due(session):
                 log.warning(
@@ -67,6 +72,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             except Stalled as err:
                 raise CliError(str(err)) from None
         with session_scope() as session:
+            ids += service.brought_by(session, ids)  # the pages of sitemaps
             docs = {d.id: d for d in service.list_documents(session, ids=ids, limit=None)}
     rows: list[Document] = [docs[i] for i in dict.fromkeys(ids) if i in docs]
     out = [

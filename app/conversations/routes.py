@@ -222,8 +222,19 @@ def passage_panel(request: Request, message_id: int, n: int, session: SessionDep
             "before": before,
             "after": after,
             "evidence": evidence,
+            "ocr": ocr_of(doc, passage),
         },
     )
+
+
+def ocr_of(doc: Document | None, passage: dict[str, Any]) -> list[float]:
+    """The OCR confidence of each page the passage spans, when OCR read them."""
+    if doc is None or not doc.ocr_pages or not passage.get("page"):
+        return []
+    first = passage["page"]
+    last = passage.get("page_end") or first
+    found = (doc.ocr_pages.get(str(p)) for p in range(first, min(last, first + 20) + 1))
+    return [c for c in found if c is not None]
 
 
 @pages.post("/chat/messages/{message_id}/feedback", response_class=HTMLResponse)
@@ -257,6 +268,7 @@ class CitationOut(BaseModel):
     cited: list[int]
     document: str | None
     document_id: int | None
+    url: str | None = None  # a web page's address
     page: int | None
     chunk_id: int | None
     text: str

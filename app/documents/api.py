@@ -8,15 +8,18 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from app.accounts.service import audit
-from app.collections.service import get_collection
+from app.collections.access import readable_collections
+from app.collections.service import DEFAULT_COLLECTION, collection_for_upload, get_collection
 from app.documents import service
 from app.documents.service import Added
 from app.documents.uploads import receive_and_store
 from app.models import Document
 from app.web.deps import CsrfDep, CurrentUser, SessionDep, SettingsDep, readable
+from app.web_pages.addresses import MAX_URL_CHARS
+from app.web_pages.service import MAX_URLS_PER_REQUEST, add_urls
 
 router = APIRouter(prefix="/api", tags=["documents"], dependencies=[CsrfDep])
 
@@ -34,6 +37,11 @@ class DocumentOut(BaseModel):
     chunks_done: int
     chunks_total: int
     page_count: int | None
+    source_url: str | None = None  # a web page's address
+    sitemap_id: int | None = None  # the sitemap that brought it
+    ocr_confidence: float | None = None  # of the text read by OCR (0-1), if any was
+    ocr_pages: dict[str, float] | None = None  # each OCR'd page's confidence
+    notes: str | None = None  # pages left unread, a sitemap's pages
     duplicate: bool = False
     created_at: datetime
     indexed_at: datetime | None
@@ -62,6 +70,11 @@ def document_out(doc: Document, duplicate: bool = False) -> DocumentOut:
         chunks_done=doc.chunks_done,
         chunks_total=doc.chunks_total,
         page_count=doc.page_count,
+        source_url=doc.source_url,
+        sitemap_id=doc.sitemap_id,
+        ocr_confidence=doc.ocr_confidence,
+        ocr_pages=doc.ocr_pages,
+        notes=doc.notes,
         duplicate=duplicate,
         created_at=doc.created_at,
         indexed_at=doc.indexed_at,
@@ -91,7 +104,8 @@ UPLOAD_BODY: dict[str, Any] = {
                         "files": {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
-                            "description": "PDF, DOCX, HTML, Markdown or text; "
+                            "description": "PDF, DOCX, HTML, Markdown, text, or images "
+                            "(PNG, JPEG, TIFF, WebP; read by OCR); "
                             "the type is decided from the content",
                         },
                         "collection": {"type": "string", "default": "default"},
@@ -131,6 +145,46 @@ async def upload_documents(
         )
     body = DocumentList(documents=[document_out(r.document, r.duplicate) for r in results])
     return JSONResponse(body.model_dump(mode="json"), status_code=upload_status(results))
+
+
+class UrlsIn(BaseModel):
+    urls: list[str] = Field(
+        min_length=1,
+        max_length=MAX_URLS_PER_REQUEST,
+        description="http(s) addresses of web pages, or of a sitemap.xml (its pages follow)",
+    )
+    collection: str = Field(DEFAULT_COLLECTION, max_length=200)
+
+
+@router.post(
+    "/documents/urls",
+    response_model=DocumentList,
+    status_code=201,
+    responses={
+        200: {"description": "Every URL was already on its way"},
+        403: {"description": "A page of that address was added by someone else"},
+        422: {"description": "Not an http(s) URL, or an address that may not be fetched"},
+    },
+)
+def add_web_pages(body: UrlsIn, session: SessionDep, settings: SettingsDep, who: CurrentUser):
+    """Web pages to fetch and read, by URL, into a collection (made if new). Each is
+    queued; the worker fetches it (robots.txt obeyed, FETCH_MAX_MB, FETCH_TIMEOUT_S) and
+    reads its main content. A URL that may not be fetched is listed with the reason."""
+    if any(len(u) > MAX_URL_CHARS for u in body.urls):
+        return JSONResponse(
+            {"error": {"code": "invalid", "message": f"a URL is over {MAX_URL_CHARS} characters"}},
+            status_code=422,
+        )
+    target = collection_for_upload(
+        session,
+        body.collection,
+        readable=readable_collections(session, who.user),
+        creator=who.user,
+        members_may_create=settings.members_may_create,
+    )
+    results = add_urls(session, target, body.urls, settings, uploaded_by=who.user)
+    out = DocumentList(documents=[document_out(r.document, r.duplicate) for r in results])
+    return JSONResponse(out.model_dump(mode="json"), status_code=upload_status(results))
 
 
 @router.get("/documents", response_model=DocumentPage)

@@ -50,6 +50,19 @@ def ingest_files(collection_name: str, sources: Iterable[Source], settings: Sett
     return ids
 
 
+def ingest_urls(collection_name: str, urls: list[str], settings: Settings) -> list[int]:
+    """Web pages (and sitemaps) by URL, as the API takes them; document ids in order."""
+    from app.web_pages.service import MAX_URLS_PER_REQUEST, add_urls
+
+    with session_scope() as session:
+        collection = collection_for_upload(session, collection_name)
+        ids: list[int] = []
+        for start in range(0, len(urls), MAX_URLS_PER_REQUEST):
+            group = urls[start : start + MAX_URLS_PER_REQUEST]
+            ids += [a.document.id for a in add_urls(session, collection, group, settings)]
+    return ids
+
+
 class Stalled(Exception):
     """Nothing moved for a while: the message says how many documents are left."""
 
@@ -79,7 +92,7 @@ def tally(session: Session, ids: list[int]) -> Tally:
             func.count().filter(bad),
             func.coalesce(func.sum(chunks), 0),
             func.coalesce(func.sum(Document.chunks_done).filter(~done), 0),
-        ).where(Document.id.in_(ids))
+        ).where(Document.id.in_(ids) | Document.sitemap_id.in_(ids))  # a sitemap's pages
     ).one()
     return Tally(int(total), int(settled), int(failed), int(embedded) + int(in_progress))
 
@@ -90,7 +103,7 @@ def wait_settled(
     on_wait: Callable[[Tally], None] | None = None,
     stall_s: float | None = None,
 ) -> None:
-    """Until every document is indexed, failed or rejected, telling `on_wait` where they
+    """Until every document (and every page a sitemap among them brought) is indexed, failed or rejected, telling `on_wait` where they
     stand after each look. Jobs the broker did not take are sent from here too (this may be
     the only process running). With `stall_s`, gives up (`Stalled`) when no document moved
     (status or chunks embedded) for that long."""

@@ -3,13 +3,17 @@ Everything is limited to the collections the person may read."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.accounts.service import audit
+from app.collections.access import readable_collections
 from app.collections.service import (
     DEFAULT_COLLECTION,
     check_collection_name,
+    collection_for_upload,
     list_collections,
 )
 from app.documents import service
@@ -17,6 +21,8 @@ from app.documents.api import upload_status
 from app.documents.uploads import receive_and_store
 from app.web.deps import CsrfDep, CurrentUser, SessionDep, SettingsDep, client_address, readable
 from app.web.render import render
+from app.web_pages.addresses import MAX_URL_CHARS
+from app.web_pages.service import add_urls
 
 router = APIRouter(dependencies=[CsrfDep], include_in_schema=False)
 
@@ -50,6 +56,28 @@ async def upload(request: Request, session: SessionDep, settings: SettingsDep, w
         {"documents": [r.document for r in results]},
         status_code=upload_status(results) if results else 422,
     )
+
+
+@router.post("/documents/urls", response_class=HTMLResponse)
+def add_web_page(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    who: CurrentUser,
+    url: Annotated[str, Form(max_length=MAX_URL_CHARS)],
+    collection: Annotated[str, Form(max_length=200)] = DEFAULT_COLLECTION,
+):
+    """The page's URL field: one web page (or sitemap), answered with its row."""
+    target = collection_for_upload(
+        session,
+        collection,
+        readable=readable_collections(session, who.user),
+        creator=who.user,
+        members_may_create=settings.members_may_create,
+    )
+    results = add_urls(session, target, [url], settings, uploaded_by=who.user)
+    # 200 even for a refused URL: its row says why (htmx swaps in 2xx answers only).
+    return render(request, "_document_rows.html", {"documents": [r.document for r in results]})
 
 
 @router.get("/documents/{document_id}/row", response_class=HTMLResponse)

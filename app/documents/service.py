@@ -162,6 +162,17 @@ def get_document(session: Session, document_id: int, readable: list[int] | None 
     return doc
 
 
+def brought_by(session: Session, sitemap_ids: list[int]) -> list[int]:
+    """The documents that these sitemaps brought, oldest first."""
+    if not sitemap_ids:
+        return []
+    return list(
+        session.scalars(
+            select(Document.id).where(Document.sitemap_id.in_(sitemap_ids)).order_by(Document.id)
+        )
+    )
+
+
 def document_file(
     session: Session, document_id: int, readable: list[int] | None = None
 ) -> tuple[Document, bytes]:

@@ -93,6 +93,7 @@ def passage_json(n: int, hit: Hit) -> dict[str, Any]:
         "chunk_id": hit.chunk_id,
         "document_id": hit.document_id,
         "document": hit.document,
+        "url": hit.url,  # a web page's address, shown as the source
         "title": hit.title,
         "page": hit.page_start,
         "page_end": hit.page_end,  # a passage can cross a page break
@@ -115,6 +116,7 @@ def citation_json(c: Citation, passages: Sequence[dict[str, Any]]) -> dict[str, 
         "cited": c.cited,
         "document": passage["document"] if passage else None,
         "document_id": passage["document_id"] if passage else None,
+        "url": passage.get("url") if passage else None,
         "page": passage["page"] if passage else None,
         "page_end": passage.get("page_end") if passage else None,
         "chunk_id": c.chunk_id,

@@ -67,9 +67,13 @@ class WorkItem:
     filename: str
     data: bytes
     plans: list[Plan]
+    source_url: str | None = None  # a web page's address
     assembled: Assembled | None = None
     title: str = ""
     page_count: int | None = None
+    ocr_confidence: float | None = None  # of the text read by OCR, if any was
+    ocr_pages: dict[str, float] | None = None  # page -> confidence
+    notes: str | None = None
     rows: list[list[dict]] = field(default_factory=list)  # per plan
     texts: list[list[str]] = field(default_factory=list)  # per plan: what the model reads
     vectors: list[np.ndarray] = field(default_factory=list)  # per plan
@@ -255,7 +259,15 @@ def begin(
             session.flush()
             data = files[doc.id]
             items.append(
-                WorkItem(doc.id, attempt.id, doc.content_type, doc.filename, data, list(plans))
+                WorkItem(
+                    doc.id,
+                    attempt.id,
+                    doc.content_type,
+                    doc.filename,
+                    data,
+                    list(plans),
+                    source_url=doc.source_url,
+                )
             )
     return items, outcomes
 

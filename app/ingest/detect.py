@@ -15,7 +15,9 @@ DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 HTML = "text/html"
 MARKDOWN = "text/markdown"
 TEXT = "text/plain"
-ALLOWED = frozenset({PDF, DOCX, HTML, MARKDOWN, TEXT})
+# Scans and photos, read by OCR (`parse.image`).
+IMAGES = frozenset({"image/png", "image/jpeg", "image/tiff", "image/webp"})
+ALLOWED = frozenset({PDF, DOCX, HTML, MARKDOWN, TEXT, *IMAGES})
 
 # Limits for DOCX archives: checked on the declared sizes in the zip's central directory at
 # upload, and on the bytes really inflated, as they stream, before the worker parses one
@@ -236,4 +238,11 @@ def accept(data: bytes, filename: str, max_bytes: int) -> str:
         raise Rejected(f"unsupported type {kind}", status=415, detected=kind)
     if kind == DOCX:
         check_docx_archive(data)
+    if kind in IMAGES:
+        from app.ingest.parse.image import ImageRefused, check
+
+        try:
+            check(data, kind)
+        except ImageRefused as err:
+            raise Rejected(err.args[0], err.status, detected=kind) from err
     return kind

@@ -89,11 +89,19 @@ def build(document_ids: list[int], generation_id: int) -> dict[int, str]:
                 return dict.fromkeys(document_ids, "skipped")
             plan = plan_of(generation)
             rows = session.execute(
-                select(Document.id, Document.content_type, Document.filename, DocumentFile.data)
+                select(
+                    Document.id,
+                    Document.content_type,
+                    Document.filename,
+                    DocumentFile.data,
+                    Document.source_url,
+                )
                 .join(DocumentFile, DocumentFile.document_id == Document.id)
                 .where(Document.id.in_(held), Document.status == DocumentStatus.indexed)
             ).all()
-        items = [WorkItem(d, None, ct, fn, data, [plan]) for d, ct, fn, data in rows]
+        items = [
+            WorkItem(d, None, ct, fn, data, [plan], source_url=url) for d, ct, fn, data, url in rows
+        ]
         outcomes.update(dict.fromkeys(held, "skipped"))
         _process(items)
         outcomes.update({j.document_id: j.outcome or "failed" for j in items})
@@ -138,10 +146,15 @@ def _prepare(item: WorkItem, settings: Settings) -> None:
     """Parse the file and chunk it for each target generation, within the document's time
     budget; a file that cannot be read, or is too big, too deep or too slow to read, fails
     alone with the reason."""
-    limits = Limits(settings.max_pdf_pages, settings.max_text_chars)
+    limits = Limits(
+        settings.max_pdf_pages,
+        settings.max_text_chars,
+        ocr_pages=settings.ocr_max_pages,
+        ocr_page_s=settings.ocr_page_time_limit_s,
+    )
     try:
         with time_budget(settings.document_time_limit_s):
-            parsed = parse(item.content_type, item.data, item.filename, limits)
+            parsed = parse(item.content_type, item.data, item.filename, limits, item.source_url)
             _chunk(item, parsed)
     except ParseError as err:
         fail(item, str(err))
@@ -155,7 +168,10 @@ def _chunk(item: WorkItem, parsed: Parsed) -> None:
     item.data = b""
     item.page_count = parsed.page_count
     item.assembled = assemble(parsed)
-    item.title = parsed.title or PurePath(item.filename).stem
+    item.title = parsed.title or item.source_url or PurePath(item.filename).stem
+    item.ocr_confidence = parsed.ocr_confidence
+    item.ocr_pages = {str(n): p.confidence for n, p in parsed.ocr.items()} or None
+    item.notes = "; ".join(parsed.notes) or None
     for plan in item.plans:
         embedder = get_embedder(plan.model)
         specs = chunk_document(
@@ -284,6 +300,9 @@ def _write(items: list[WorkItem]) -> None:
             doc.title = item.title
             doc.text = item.assembled.text
             doc.page_count = item.page_count
+            doc.ocr_confidence = item.ocr_confidence
+            doc.ocr_pages = item.ocr_pages
+            doc.notes = item.notes
             doc.chunks_total = live_chunks
             doc.chunks_done = live_chunks
             doc.indexed_at = datetime.now(UTC)

@@ -23,10 +23,14 @@ class ParseError(Exception):
 @dataclass(frozen=True)
 class Limits:
     """How much one document may hold (MAX_PDF_PAGES, MAX_TEXT_CHARS): a small file can
-    describe a million pages or gigabytes of text, and must cost one failed document."""
+    describe a million pages or gigabytes of text, and must cost one failed document. OCR
+    reads at most `ocr_pages` pages of a document (OCR_MAX_PAGES; 0 turns it off), each in
+    at most `ocr_page_s` seconds (OCR_PAGE_TIME_LIMIT_S)."""
 
     max_pages: int
     max_chars: int
+    ocr_pages: int = 100
+    ocr_page_s: float = 60.0
 
     def check_chars(self, chars: int) -> None:
         if chars > self.max_chars:
@@ -44,11 +48,29 @@ class Block:
     page: int | None = None  # 1-based, for PDFs
 
 
+@dataclass(frozen=True)
+class OcrPage:
+    """What OCR recognised on one page: its mean confidence (0-1) over `chars` characters."""
+
+    confidence: float
+    chars: int
+
+
 @dataclass
 class Parsed:
     blocks: list[Block]
     title: str | None = None
     page_count: int | None = None
+    ocr: dict[int, OcrPage] = field(default_factory=dict)  # page number -> what OCR read
+    notes: list[str] = field(default_factory=list)  # pages left unread, and why
+
+    @property
+    def ocr_confidence(self) -> float | None:
+        """The mean confidence of the text read by OCR, weighted by characters."""
+        chars = sum(p.chars for p in self.ocr.values())
+        if not chars:
+            return None
+        return sum(p.confidence * p.chars for p in self.ocr.values()) / chars
 
 
 @dataclass

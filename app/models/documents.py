@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
@@ -25,6 +27,7 @@ from app.db import Base
 
 class DocumentStatus(StrEnum):
     queued = "queued"
+    fetching = "fetching"  # a web page being fetched
     parsing = "parsing"
     chunking = "chunking"
     embedding = "embedding"
@@ -38,7 +41,12 @@ class DocumentStatus(StrEnum):
 
 
 SETTLED = frozenset({DocumentStatus.indexed, DocumentStatus.failed, DocumentStatus.rejected})
-IN_PROGRESS = (DocumentStatus.parsing, DocumentStatus.chunking, DocumentStatus.embedding)
+IN_PROGRESS = (
+    DocumentStatus.fetching,
+    DocumentStatus.parsing,
+    DocumentStatus.chunking,
+    DocumentStatus.embedding,
+)
 IN_FLIGHT = (DocumentStatus.queued, *IN_PROGRESS)
 
 
@@ -59,7 +67,8 @@ class Document(Base):
     __tablename__ = "documents"
     __table_args__ = (
         CheckConstraint(
-            "status IN ('queued','parsing','chunking','embedding','indexed','failed','rejected')",
+            "status IN ('queued','fetching','parsing','chunking','embedding','indexed','failed',"
+            "'rejected')",
             name="documents_status_valid",
         ),
         # Identical content in one collection is one document (rejected uploads aside).
@@ -96,6 +105,19 @@ class Document(Base):
     )
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     uploaded_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # A web page: the address it was asked for (its `filename` is made from it), and the
+    # sitemap that brought it, if one did.
+    source_url: Mapped[str | None] = mapped_column(Text)
+    sitemap_id: Mapped[int | None] = mapped_column(
+        ForeignKey("documents.id", ondelete="SET NULL"), index=True
+    )
+    # Text read by OCR: the mean confidence of what was recognised (0-1, weighted by
+    # characters) and each OCR'd page's own, as {"page": confidence}.
+    ocr_confidence: Mapped[float | None] = mapped_column(Float)
+    ocr_pages: Mapped[dict[str, float] | None] = mapped_column(JSONB)
+    # What a person should know about an indexed document (pages left unread, a sitemap's
+    # pages), beside `error` for one that failed.
+    notes: Mapped[str | None] = mapped_column(Text)
 
     collection: Mapped[Collection] = relationship(back_populates="documents")
 

@@ -38,6 +38,7 @@ class HitOut(BaseModel):
     text: str
     scores: dict[str, float | None]
     generation_id: int
+    url: str | None = None  # a web page's address
 
 
 class FusionOut(BaseModel):

@@ -51,6 +51,7 @@ class Hit:
     text: str
     scores: dict[str, float | None]  # bm25, dense, fused, rerank
     generation_id: int = 0  # the index generation the chunk belongs to
+    url: str | None = None  # a web page's address
 
     @property
     def page(self) -> int | None:
@@ -320,7 +321,7 @@ def _load_hits(session: Session, chunk_ids: list[int]) -> list[Hit]:
     if not chunk_ids:
         return []
     rows = session.execute(
-        select(Chunk, Document.filename, Document.title, Collection.name)
+        select(Chunk, Document.filename, Document.title, Collection.name, Document.source_url)
         .join(Document, Document.id == Chunk.document_id)
         .join(Collection, Collection.id == Document.collection_id)
         .where(any_of(Chunk.id, chunk_ids))
@@ -341,7 +342,8 @@ def _load_hits(session: Session, chunk_ids: list[int]) -> list[Hit]:
             text=chunk.text,
             scores={},
             generation_id=chunk.generation_id,
+            url=url,
         )
-        for chunk, filename, title, collection in rows
+        for chunk, filename, title, collection, url in rows
     }
     return [by_id[c] for c in chunk_ids if c in by_id]

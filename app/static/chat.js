@@ -33,7 +33,7 @@
       button.className = "link";
       button.setAttribute("hx-get", `/chat/messages/${messageId}/passages/${p.n}`);
       button.setAttribute("hx-target", "#side");
-      button.textContent = `[${p.n}] ${p.title || p.document}` + pages(p);
+      button.textContent = `[${p.n}] ${p.title || p.document}` + pages(p) + (p.url ? ` · ${p.url}` : "");
       item.append(button);
       list.append(item);
     }

@@ -27,7 +27,12 @@ def filesize(n: int | None) -> str:
     return f"{n} B"
 
 
+def percent(x: float | None) -> str:
+    return "" if x is None else f"{100 * x:.0f}%"
+
+
 TEMPLATES.env.filters["filesize"] = filesize
+TEMPLATES.env.filters["percent"] = percent
 TEMPLATES.env.globals["may_change"] = may_change
 
 

@@ -73,7 +73,8 @@ def test_upload_many_files_and_each_is_indexed_with_chunks(client: TestClient):
     ("name", "data", "status", "says"),
     [
         ("evil.pdf", b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 200, 415, "Linux executable"),
-        ("photo.pdf", b"\x89PNG\r\n\x1a\n" + b"\x00" * 200, 415, "image/png"),
+        ("photo.pdf", b"\x89PNG\r\n\x1a\n" + b"\x00" * 200, 422, "not a readable image"),
+        ("anim.png", b"GIF89a" + b"\x00" * 200, 415, "image/gif"),
         ("archive.docx", b"PK\x05\x06" + b"\x00" * 18, 415, "application/zip"),
         ("empty.txt", b"", 422, "empty file"),
         ("bomb.docx", make_zip_bomb(200), 413, "zip bomb"),
@@ -91,7 +92,7 @@ def test_bad_files_are_rejected_with_the_reason(
 @pytest.mark.parametrize(
     ("name", "data", "says"),
     [
-        ("scan.pdf", make_pdf([[]]), "no extractable text (scanned?)"),
+        ("blank.pdf", make_pdf([[]]), "no extractable text in 1 page(s)"),
         ("locked.pdf", encrypt_pdf(make_pdf([["secret"]])), "encrypted"),
         ("broken.pdf", make_pdf([["x"]])[:300], "not a readable PDF"),
     ],

@@ -119,7 +119,7 @@ def test_pdf_text_with_pages_and_title():
 @pytest.mark.parametrize(
     ("data", "says"),
     [
-        (make_pdf([[], []]), "no extractable text (scanned?)"),
+        (make_pdf([[], []]), "no extractable text in 2 page(s): they hold no text or images"),
         (encrypt_pdf(make_pdf([["secret"]])), "encrypted"),
         (make_pdf([["cut short"]])[:200], "not a readable PDF"),
     ],

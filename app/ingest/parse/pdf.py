@@ -1,13 +1,20 @@
-"""PDF with a text layer, through pdfium (pypdfium2, Apache-2.0/BSD): text per page, split
-into paragraphs; lines joined and words broken over lines mended."""
+"""PDF through pdfium (pypdfium2, Apache-2.0/BSD): text per page, split into paragraphs;
+lines joined and words broken over lines mended. A page without a text layer (a scan, or
+one whose text layer holds fewer than OCR_BELOW_CHARS characters, such as a page number
+stamped on a scan) that holds an image is rendered and read by OCR instead, within the
+document's OCR limits; pages keep their numbers either way."""
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import Any
 
+from app.ingest import ocr
 from app.ingest.structure import Block, Limits, Parsed, ParseError, clean
 
 _HYPHEN_BREAK = re.compile(r"(\w)-\n(\w)")
+OCR_BELOW_CHARS = 16  # non-space characters in a page's text layer
 
 
 def _paragraphs(page_text: str) -> list[str]:
@@ -40,11 +47,15 @@ def parse(data: bytes, limits: Limits) -> Parsed:
                 "(MAX_PDF_PAGES)"
             )
         chars = 0
+        reader = ocr.PageReader(limits)
         for index in range(page_count):
             page = pdf[index]
             textpage = page.get_textpage()
             try:
-                for para in _paragraphs(textpage.get_text_bounded()):
+                paras = _paragraphs(textpage.get_text_bounded())
+                if _needs_ocr(page, paras):
+                    paras = reader(index + 1, functools.partial(_render, page)) or paras
+                for para in paras:
                     blocks.append(Block(para, page=index + 1))
                     chars += len(para)
                 limits.check_chars(chars)
@@ -57,5 +68,30 @@ def parse(data: bytes, limits: Limits) -> Parsed:
     finally:
         pdf.close()
     if not blocks:
-        raise ParseError(f"no extractable text (scanned?) in {page_count} page(s)")
-    return Parsed(blocks, title=title, page_count=page_count)
+        if reader.attempted:
+            raise reader.nothing_read()
+        notes = reader.notes() or ["they hold no text or images"]
+        raise ParseError(f"no extractable text in {page_count} page(s): " + "; ".join(notes))
+    return Parsed(
+        blocks, title=title, page_count=page_count, ocr=reader.read_pages, notes=reader.notes()
+    )
+
+
+def _needs_ocr(page: Any, paras: list[str]) -> bool:
+    """Too little text in the text layer, and an image on the page (a scan) to read."""
+    import pypdfium2.raw as pdfium_c
+
+    if sum(len(p.replace(" ", "")) for p in paras) >= OCR_BELOW_CHARS:
+        return False
+    images = page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE], max_depth=2)
+    return any(True for _ in images)
+
+
+def _render(page: Any) -> Any:
+    """The page as an image whose longer side is `ocr.LONG_SIDE` pixels (at most 300 dpi,
+    and never more than `ocr.MAX_IMAGE_PIXELS`, whatever size the page declares)."""
+    width, height = page.get_size()  # points, 1/72 inch
+    longest = max(width, height, 1.0)
+    scale = min(300 / 72, ocr.LONG_SIDE / longest)
+    scale = min(scale, (ocr.MAX_IMAGE_PIXELS / max(width * height, 1.0)) ** 0.5)
+    return page.render(scale=scale, grayscale=True).to_pil()
