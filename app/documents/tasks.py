@@ -5,6 +5,7 @@ from __future__ import annotations
 from app import jobs
 from app.db import session_scope
 from app.ingest import pipeline
+from app.monitoring.metrics import record_ingested
 
 BUSY_RETRY_S = 5  # a document another worker holds is looked at again after this long
 
@@ -14,6 +15,7 @@ def ingest(document_ids: list[int], *, task_id: str | None, worker: str | None) 
     another worker holds (a generation build, or a redelivered copy of this job) is asked
     for again a little later: its holder is alive (the lock dies with its connection)."""
     outcomes = pipeline.run(document_ids, task_id=task_id, worker=worker)
+    record_ingested(outcomes.values())
     busy = [d for d, outcome in outcomes.items() if outcome == "busy"]
     if busy:
         with session_scope() as session:

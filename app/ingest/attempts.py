@@ -30,6 +30,7 @@ from app.models import (
     IndexGeneration,
     IngestionAttempt,
 )
+from app.monitoring.metrics import record_ingested
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def hand_back(items: list[WorkItem]) -> None:
 def give_up(document_ids: list[int], reason: str) -> None:
     """After the last retry of a transient error: unsettled documents end `failed`."""
     with session_scope() as session:
-        session.execute(
+        failed = session.execute(
             update(Document)
             .where(
                 Document.id.in_(document_ids),
@@ -162,6 +163,7 @@ def give_up(document_ids: list[int], reason: str) -> None:
             )
             .values(status=DocumentStatus.failed, error=reason[:2000])
         )
+    record_ingested(["failed"] * int(failed.rowcount or 0))  # type: ignore[attr-defined]
 
 
 class Progress:

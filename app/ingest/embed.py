@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from app.config import PRODUCTION_EMBEDDING_MODEL, get_settings
+from app.monitoring.metrics import record_embed
 from app.runtime import configure_threads
 
 log = logging.getLogger(__name__)
@@ -67,20 +68,27 @@ class Embedder:
         encoded = self.model.tokenizer(texts, add_special_tokens=False, truncation=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
-    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text (cosine = dot product)."""
+    def encode(self, texts: list[str], batch_size: int = 32, kind: str = "texts") -> np.ndarray:
+        """Unit-length float32 vectors, one row per text (cosine = dot product). `kind` names
+        what is embedded in /metrics (query, chunks, sentences)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        started = time.perf_counter()
         if len(texts) == 1:
-            return self._encode_one(texts[0])
-        vectors = self.model.encode(
-            texts,
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32)
+            vectors = self._encode_one(texts[0])
+        else:
+            vectors = np.asarray(
+                self.model.encode(
+                    texts,
+                    batch_size=batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                ),
+                dtype=np.float32,
+            )
+        record_embed(kind, len(texts), time.perf_counter() - started)
+        return vectors
 
     def _encode_one(self, text: str) -> np.ndarray:
         """One text (a search query) straight through the model's modules, without encode()'s
