@@ -24,7 +24,20 @@ api = admin_api()
 
 Days = Annotated[int, Query(ge=1, le=365, description="how many days back (UTC), 1 to 365")]
 Outcome = Literal["answered", "abstained", "truncated", "error", "stopped"]
-RECENT = 50
+RECENT = 30
+# The order stages run in (JSONB keeps keys in its own order).
+ANSWER_STAGES = ("rewrite_ms", "retrieval_ms", "ttft_ms", "llm_ms", "total_ms")
+SEARCH_STAGES = (
+    "generation_ms",
+    "bm25_ms",
+    "embed_ms",
+    "dense_ms",
+    "union_ms",
+    "fusion_ms",
+    "fetch_ms",
+    "rerank_ms",
+    "total_ms",
+)
 
 
 def _labels(days: list[date]) -> list[str]:
@@ -107,13 +120,16 @@ def quality_page(
     settings: SettingsDep,
     days: Days = 30,
     outcome: Outcome | None = None,
+    before: Annotated[int | None, Query(ge=1, description="answers older than this id")] = None,
 ):
     context = {
         "active": "admin",
         "days": days,
         "outcome": outcome,
+        "before": before,
         "outcomes": quality.OUTCOMES,
-        "recent": quality.recent_answers(session, outcome, RECENT),
+        "recent": quality.recent_answers(session, outcome, RECENT, before),
+        "page_size": RECENT,
         "retention_days": settings.trace_retention_days,
         "band": {"window": quality.WINDOW, "sigmas": quality.SIGMAS},
         **quality_charts(session, days),
@@ -212,5 +228,11 @@ def trace_view(message: Message, question: str | None, trace: dict | None) -> di
         "llm": t.get("llm"),
         "citations": citations,
         "citation_threshold": (t.get("citations") or {}).get("threshold"),
-        "timings": message.timings or {},
+        "timings": in_order(message.timings or {}, ANSWER_STAGES),
+        "search_timings": in_order((t.get("search") or {}).get("timings") or {}, SEARCH_STAGES),
     }
+
+
+def in_order(timings: dict[str, float], order: tuple[str, ...]) -> dict[str, float]:
+    rank = {name: i for i, name in enumerate(order)}
+    return dict(sorted(timings.items(), key=lambda kv: (rank.get(kv[0], len(order)), kv[0])))

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-W, H = 720, 240
-LEFT, RIGHT, TOP, BOTTOM = 60, 16, 34, 34
+W, H = 560, 230
+LEFT, RIGHT, TOP, BOTTOM = 56, 12, 50, 32
 PLOT_W, PLOT_H = W - LEFT - RIGHT, H - TOP - BOTTOM
-MAX_X_LABELS = 10
+MAX_X_LABELS = 8
 
 Format = Callable[[float], str]
 
@@ -55,13 +55,15 @@ def _nice_step(span: float, ticks: int = 4) -> float:
 class _Frame:
     """The axes of one chart: a value to a y coordinate, a slot to an x coordinate."""
 
-    def __init__(self, slots: int, values: list[float], zero: bool):
+    def __init__(self, slots: int, values: list[float], zero: bool, integer: bool = False):
         low, high = (min(values), max(values)) if values else (0.0, 1.0)
         if zero:
             low, high = min(low, 0.0), max(high, 0.0)
         if high - low < 1e-9:
             high = low + (abs(low) or 1.0)
         self.step = _nice_step(high - low)
+        if integer:  # counts: whole ticks
+            self.step = max(1.0, math.ceil(self.step))
         self.low = math.floor(low / self.step) * self.step
         self.high = math.ceil(high / self.step) * self.step
         self.slots = max(slots, 1)
@@ -82,6 +84,7 @@ def _open(title: str) -> list[str]:
     return [
         f'<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="{t}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{t}</title>'
+        f'<text class="heading" x="8" y="16">{t}</text>'
     ]
 
 
@@ -111,9 +114,9 @@ def _axes(frame: _Frame, labels: Sequence[str], fmt: Format) -> list[str]:
 def _legend(series: Sequence[Series]) -> list[str]:
     out, x = [], LEFT
     for s in series:
-        out.append(f'<rect class="swatch {s.css}" x="{x}" y="10" width="10" height="10"/>')
-        out.append(f'<text class="legend" x="{x + 14}" y="19">{escape(s.name)}</text>')
-        x += 24 + 7 * len(s.name)
+        out.append(f'<rect class="swatch {s.css}" x="{x}" y="24" width="10" height="10"/>')
+        out.append(f'<text class="legend" x="{x + 14}" y="33">{escape(s.name)}</text>')
+        x += 26 + 7 * len(s.name)
     return out
 
 
@@ -202,7 +205,7 @@ def bar_chart(
 ) -> Markup:
     """Stacked bars, one per slot; each part of a bar is one series' value."""
     totals = [sum(s.values[i] or 0 for s in stacks) for i in range(len(labels))]
-    frame = _Frame(len(labels), totals, zero=True)
+    frame = _Frame(len(labels), totals, zero=True, integer=fmt is count)
     out = _open(title) + _axes(frame, labels, fmt) + _legend(stacks)
     if not any(totals):
         out.append(_empty(empty))

@@ -154,8 +154,11 @@ class RecentAnswer:
     user: str | None
 
 
-def recent_answers(session: Session, outcome: str | None, limit: int) -> list[RecentAnswer]:
-    """The latest answers (evals' included), newest first, with the question each answered."""
+def recent_answers(
+    session: Session, outcome: str | None, limit: int, before: int | None = None
+) -> list[RecentAnswer]:
+    """The latest answers (evals' included), newest first, with the question each answered;
+    `before`: only those older than that answer (the next page)."""
     asked = aliased(Message)
     question = (
         select(asked.content)
@@ -178,6 +181,8 @@ def recent_answers(session: Session, outcome: str | None, limit: int) -> list[Re
     )
     if outcome is not None:
         query = query.where(Message.outcome == outcome)
+    if before is not None:
+        query = query.where(Message.id < before)
     return [
         RecentAnswer(m.id, m.created_at, q, m.outcome, m.relevance, m.timings or {}, src, email)
         for m, q, src, email in session.execute(query)

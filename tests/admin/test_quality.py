@@ -4,6 +4,7 @@ answer trace pages (a pruned trace falls back to what the message keeps)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -84,10 +85,18 @@ def test_quality_page_draws_every_chart_as_svg(client: TestClient, history: dict
     assert f"/admin/answers/{history['answer_ids'][-1]}" in html  # recent answers link
 
 
-def test_recent_answers_filter_by_outcome(client: TestClient, history: dict):
+def test_recent_answers_filter_by_outcome_and_page_back(client: TestClient, history: dict):
     page = client.get("/admin/quality", params={"outcome": "error"}).text
     rows = page.split('id="recent"')[1]
     assert 'class="outcome o-error"' in rows and 'class="outcome o-answered"' not in rows
+    first = client.get("/admin/quality").text.split('id="recent"')[1]
+    ids = [int(i) for i in re.findall(r'data-answer="(\d+)"', first)]
+    assert len(ids) == 30 and ids == sorted(ids, reverse=True)
+    older = re.search(r'id="older" href="([^"]+)"', first)
+    assert older is not None
+    second = client.get(older.group(1).replace("&amp;", "&")).text.split('id="recent"')[1]
+    next_ids = [int(i) for i in re.findall(r'data-answer="(\d+)"', second)]
+    assert next_ids and max(next_ids) < min(ids)
 
 
 def test_eval_dataset_names_are_escaped(client: TestClient):
@@ -111,6 +120,9 @@ def test_eval_dataset_names_are_escaped(client: TestClient):
         ("/admin/quality", {"outcome": "exploded"}, 422),
         ("/admin/quality", {"outcome": "answered\x00"}, 422),
         ("/api/admin/quality", {"days": "1e9"}, 422),
+        ("/admin/quality", {"before": 0}, 422),
+        ("/admin/quality", {"before": "x"}, 422),
+        ("/admin/quality", {"before": "9" * 30}, 422),
         ("/admin/answers/abc", {}, 422),
         ("/admin/answers/99999999999999999999999", {}, 422),
         ("/admin/answers/-1", {}, 404),
