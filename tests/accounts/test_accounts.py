@@ -228,7 +228,8 @@ def test_members_add_documents_but_change_only_their_own(
     who uploaded it and for admins."""
     alice, bob = new_user(), new_user()
     name = f"shared-{uuid.uuid4().hex[:6]}"
-    with TestClient(create_app(settings)) as api:
+    members_create = settings.model_copy(update={"collection_creators": "members"})
+    with TestClient(create_app(members_create)) as api:
         as_alice = {"Authorization": f"Bearer {key_for(alice)}"}
         as_bob = {"Authorization": f"Bearer {key_for(bob)}"}
         assert api.post("/api/collections", json={"name": name}, headers=as_alice).is_success
