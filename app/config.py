@@ -65,6 +65,14 @@ class Settings(BaseSettings):
         "admins", description="Who may create collections (members read what they create)."
     )
 
+    # Operations
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token /metrics asks of any client but loopback."
+    )
+    trace_retention_days: int = Field(
+        30, ge=0, le=3650, description="Answer traces older than this are deleted; 0 keeps them."
+    )
+
     # Workers
     worker_concurrency: int = Field(2, ge=1, le=64, description="Processes per Celery worker.")
     torch_threads: int = Field(0, ge=0, le=256, description="0: one per core.")
@@ -168,6 +176,15 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 32 characters")
         return value
 
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
     @model_validator(mode="after")
     def _limits(self) -> Settings:
         if self.task_time_limit_s >= self.broker_visibility_timeout_s:
@@ -185,6 +202,11 @@ class Settings(BaseSettings):
         path = self.data_dir.expanduser().resolve()
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    @property
+    def metrics_path(self) -> Path:
+        """Where every process writes its Prometheus counters (multiprocess mode)."""
+        return self.data_path / "metrics"
 
     @property
     def members_may_create(self) -> bool:
@@ -230,6 +252,9 @@ class Settings(BaseSettings):
             if value:
                 env[name.upper()] = value
         env["DATA_DIR"] = str(self.data_path)
+        # prometheus_client reads this when a process makes its first metric: the worker and
+        # its pool processes write their counters where /metrics reads them.
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_path)
         return env
 
 

@@ -19,6 +19,9 @@ from app.conversations import routes as conversations
 from app.documents import api as documents_api
 from app.documents import routes as documents
 from app.infra.sweeps import Sweeper
+from app.monitoring import exposition
+from app.monitoring import metrics as monitoring
+from app.monitoring.exposition import RequestMetrics
 from app.retrieval import routes as search
 from app.web import errors, health
 from app.web.middleware import RefuseNul, SecurityHeaders
@@ -49,6 +52,7 @@ def warm_up(settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    monitoring.setup(settings)  # this process's metrics, where /metrics reads every process's
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -77,10 +81,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     errors.install(app)
     app.add_middleware(RefuseNul)
-    app.add_middleware(SecurityHeaders)  # outermost: refusals get the headers too
+    app.add_middleware(SecurityHeaders)  # refusals get the headers too
+    app.add_middleware(RequestMetrics)  # outermost: every request is timed, refusals too
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for router in (
         health.router,
+        exposition.router,
         accounts.pages,
         accounts.api,
         *admin.ROUTERS,

@@ -313,3 +313,206 @@ def image_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
     )
+
+
+# -- stored history for the Quality page ----------------------------------------------------
+
+_history: dict | None = None
+
+
+def seed_quality_history() -> dict:
+    """Answers over the last 20 days (evals' answers aside), made once per test session:
+    steady days (6 answered, 1 declined, 1 cut short, relevance about 0.55), then two days
+    ago a bad one (6 of 8 declined, relevance about 0.30), yesterday an error and a stop; and
+    two evaluation runs. The oldest and the newest answer have a trace."""
+    global _history
+    if _history is not None:
+        return _history
+    from datetime import UTC, datetime, timedelta
+
+    from app.db import session_scope
+    from app.models import Conversation, EvalRun, Message, MessageTrace
+
+    now = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    steady = ["answered"] * 6 + ["abstained", "truncated"]
+    plan: dict[int, list[str]] = {d: steady for d in range(20, 2, -1)}
+    plan[2] = ["answered"] * 2 + ["abstained"] * 6
+    plan[1] = ["answered"] * 5 + ["abstained", "error", "stopped"]
+    plan[0] = ["answered"]
+    search_ms: dict[int, list[float]] = {}
+    answer_ids: list[int] = []
+    with session_scope() as s:
+        conversation = Conversation(title="quality history (tests)", source="api")
+        s.add(conversation)
+        s.flush()
+        for days_ago, outcomes in plan.items():
+            at = now - timedelta(days=days_ago)
+            search_ms[days_ago] = []
+            for i, outcome in enumerate(outcomes):
+                relevance = (0.30 if days_ago == 2 else 0.55) + ((days_ago * 7 + i) % 5 - 2) / 100
+                ms = 25.0 + (i * 3 + days_ago) % 10
+                search_ms[days_ago].append(ms)
+                timings = {"retrieval_ms": ms, "total_ms": ms + 3000}
+                if outcome in ("answered", "truncated"):
+                    timings["ttft_ms"] = 2500.0 + 100 * i
+                s.add(
+                    Message(
+                        conversation_id=conversation.id,
+                        role="user",
+                        content=f"Question {days_ago}-{i}: when was the lighthouse lit?",
+                        created_at=at,
+                    )
+                )
+                message = Message(
+                    conversation_id=conversation.id,
+                    role="assistant",
+                    status={"error": "error", "stopped": "stopped"}.get(outcome, "done"),
+                    outcome=outcome,
+                    abstained=outcome == "abstained",
+                    relevance=relevance,
+                    content="It was lit in 1811 [1]." if outcome == "answered" else "",
+                    query="when was the lighthouse lit?",
+                    model="SmolLM2-135M-Instruct",
+                    retrieved=[_passage()],
+                    timings=timings,
+                    created_at=at + timedelta(seconds=1),
+                )
+                s.add(message)
+                s.flush()
+                answer_ids.append(message.id)
+        for answer_id, at in ((answer_ids[0], now - timedelta(days=20)), (answer_ids[-1], now)):
+            s.add(MessageTrace(message_id=answer_id, data=_trace(), created_at=at))
+        for days_ago, hybrid in ((12, 0.70), (4, 0.74)):
+            s.add(
+                EvalRun(
+                    kind="retrieval",
+                    dataset="quality-scifact",
+                    queries=300,
+                    settings={},
+                    metrics={
+                        "bm25": {"ndcg@10": 0.68},
+                        "dense": {"ndcg@10": 0.66},
+                        "hybrid": {"ndcg@10": hybrid},
+                    },
+                    created_at=now - timedelta(days=days_ago),
+                )
+            )
+        s.add(
+            EvalRun(
+                kind="answers",
+                dataset="quality-squad",
+                queries=300,
+                settings={},
+                metrics={"f1": 0.075, "citation_accuracy": 0.596, "unanswerable_declined": 0.047},
+                created_at=now - timedelta(days=6),
+            )
+        )
+    _history = {"answer_ids": answer_ids, "search_ms": search_ms}
+    return _history
+
+
+def _passage() -> dict:
+    return {
+        "n": 1,
+        "chunk_id": 1,
+        "document_id": 1,
+        "document": "bell.md",
+        "title": "Lighthouses",
+        "page": None,
+        "page_end": None,
+        "char_start": 0,
+        "char_end": 60,
+        "heading_path": [],
+        "text": "The Bell Rock lighthouse was lit in 1811, off the coast of Angus.",
+        "scores": {"bm25": 7.25, "dense": 0.71, "fused": 0.62, "rerank": None},
+    }
+
+
+def _trace() -> dict:
+    """A trace as `app.generation.trace` writes it."""
+    passage = _passage()
+    prompt = [
+        {"role": "system", "content": "Answer only from the passages; cite them as [n]."},
+        {
+            "role": "user",
+            "content": f"[1] Lighthouses\n{passage['text']}\n\nQuestion: when was it lit?",
+        },
+    ]
+    return {
+        "version": 1,
+        "question": "When was the lighthouse lit?",
+        "query": "when was the lighthouse lit?",
+        "rewrite": None,
+        "search": {
+            "mode": "hybrid",
+            "k": 1,
+            "generation": 1,
+            "fusion": {"method": "absolute", "dense_weight": 0.4, "depth": 100},
+            "reranked": False,
+            "reranker": {"status": "off", "detail": "no cross-encoder"},
+            "timings": {
+                "bm25_ms": 1.8,
+                "embed_ms": 13.1,
+                "dense_ms": 5.2,
+                "union_ms": 2.4,
+                "fusion_ms": 0.2,
+                "fetch_ms": 1.5,
+                "total_ms": 24.6,
+            },
+            "relevance": 0.62,
+        },
+        "decision": {"relevance": 0.62, "on": "fused", "threshold": 0.276, "abstained": False},
+        "passages": [
+            {
+                "rank": 1,
+                **{
+                    k: passage[k]
+                    for k in (
+                        "n",
+                        "chunk_id",
+                        "document_id",
+                        "document",
+                        "title",
+                        "page",
+                        "heading_path",
+                        "scores",
+                        "text",
+                    )
+                },
+            }
+        ],
+        "prompt": {
+            "model": "SmolLM2-135M-Instruct",
+            "messages": prompt,
+            "max_tokens": 300,
+            "temperature": 0.0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        "llm": {
+            "first_token_ms": 2410.0,
+            "total_ms": 3120.0,
+            "prompt_tokens": None,
+            "completion_tokens": 9,
+            "tokens_counted_by": "chunks",
+            "tokens_per_s": 11.3,
+            "finish_reason": "stop",
+        },
+        "citations": {
+            "threshold": 0.7,
+            "checked": True,
+            "sentences": [
+                {
+                    "sentence": 0,
+                    "text": "It was lit in 1811 [1].",
+                    "cited": [1],
+                    "n": 1,
+                    "supported": True,
+                    "score": 0.8123,
+                }
+            ],
+        },
+        "outcome": "answered",
+        "error": None,
+        "timings": {"retrieval_ms": 31.0, "ttft_ms": 2450.0, "llm_ms": 3120.0, "total_ms": 3200.0},
+    }

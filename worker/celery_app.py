@@ -16,6 +16,7 @@ from app import jobs
 from app.config import get_settings
 from app.infra.processes import child_pids
 from app.ingest.attempts import request_stop
+from app.monitoring import metrics
 
 # Sent by the worker's main process to its pool processes when it shuts down (Celery's own
 # signals: SIGTERM and SIGINT stop the main process, SIGUSR1 is the soft time limit).
@@ -24,6 +25,9 @@ HAND_BACK_SIGNAL = signal.SIGUSR2
 celery_app = Celery("groundwork", include=["worker.tasks"])
 celery_app.conf.update(jobs.celery_config(get_settings()))
 jobs.configure(get_settings())  # what the tasks send goes through the same broker
+# Counters under DATA_DIR/metrics, where the web app's /metrics reads them; each pool process
+# forked from here writes files of its own.
+metrics.setup(get_settings())
 
 
 @worker_process_init.connect

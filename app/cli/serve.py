@@ -40,6 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from app.infra.worker_process import WorkerProcess
     from app.main import create_app
+    from app.monitoring.files import forget_ended
 
     if not port_free(args.host, args.port):
         raise CliError(f"port {args.port} on {args.host} is already in use (try --port)")
@@ -50,6 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     supervisor = Supervisor()
     try:
         with running_parts(llm=not args.no_llm, supervisor=supervisor) as settings:
+            forget_ended(settings.metrics_path)  # a new start: the counters start again
             worker = None if args.no_worker else WorkerProcess(settings).start(wait=False)
             if worker is not None:
                 supervisor.watch("worker", worker.alive, worker.restart)

@@ -1,20 +1,21 @@
 """Conversations and their messages: a turn starts with the question and an empty answer
-(`streaming`), and finishes with the answer, the passages shown, the checked citations and the
-timings (or an error, or `stopped`). Each function is its own unit of work: the answer flow
-runs them in a thread around the LLM's stream."""
+(`streaming`), and finishes with the answer, the passages shown, the checked citations, the
+timings, how it ended and its trace (or an error, or `stopped`). Each function is its own
+unit of work: the answer flow runs them in a thread around the LLM's stream."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
 from app.errors import NotFound
 from app.generation.citations import Citation
-from app.models import Conversation, Message, MessageCitation
+from app.models import Conversation, Message, MessageCitation, MessageTrace
 
 
 @dataclass
@@ -67,12 +68,15 @@ def history(session: Session, conversation_id: int) -> list[tuple[str, str]]:
 
 def finish(message_id: int, **values: Any) -> None:
     citations: list[Citation] = values.pop("citations", [])
+    trace: dict[str, Any] | None = values.pop("trace", None)
     with session_scope() as session:
         message = session.get(Message, message_id)
         if message is None:
             return
         for name, value in values.items():
             setattr(message, name, value)
+        if trace is not None:
+            session.merge(MessageTrace(message_id=message_id, data=trace))
         for c in citations:
             session.add(
                 MessageCitation(
@@ -115,3 +119,35 @@ def recent_conversations(session: Session, user_id: int, limit: int = 50) -> lis
             .limit(limit)
         )
     )
+
+
+def answer_of(session: Session, message_id: int) -> tuple[Message, str | None]:
+    """Any answer (for admins) and the question it answered; 404 for anything else."""
+    message = session.get(Message, message_id)
+    if message is None or message.role != "assistant":
+        raise NotFound(f"no answer {message_id}")
+    question = session.scalar(
+        select(Message.content)
+        .where(
+            Message.conversation_id == message.conversation_id,
+            Message.role == "user",
+            Message.id < message.id,
+        )
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
+    return message, question
+
+
+def trace_of(session: Session, message_id: int) -> dict[str, Any] | None:
+    """The stored trace of an answer (None once pruned, or for answers from before traces)."""
+    return session.scalar(select(MessageTrace.data).where(MessageTrace.message_id == message_id))
+
+
+def prune_traces(session: Session, keep_days: int) -> int:
+    """Delete traces older than `keep_days` (0: keep them all); returns how many went."""
+    if keep_days <= 0:
+        return 0
+    cutoff = datetime.now(UTC) - timedelta(days=keep_days)
+    result = session.execute(delete(MessageTrace).where(MessageTrace.created_at < cutoff))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

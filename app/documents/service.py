@@ -32,6 +32,7 @@ from app.models import (
     DocumentStatus,
     IngestionAttempt,
 )
+from app.monitoring.metrics import record_ingested
 
 
 @dataclass
@@ -63,6 +64,7 @@ def add_rejected(
     )
     session.add(doc)
     session.flush()
+    record_ingested(["rejected"])
     return Added(doc, enqueue=False, http_status=status)
 
 
@@ -206,6 +208,12 @@ def count_documents(
 ) -> int:
     query = _documents(select(func.count()).select_from(Document), collection_id, None, readable)
     return int(session.scalar(query) or 0)
+
+
+def documents_by_status(session: Session) -> dict[str, int]:
+    """How many documents are in each status (for /metrics)."""
+    rows = session.execute(select(Document.status, func.count()).group_by(Document.status))
+    return {status: int(n) for status, n in rows}
 
 
 def _documents(query, collection_id: int | None, ids: list[int] | None, readable):

@@ -6,6 +6,7 @@ from app import jobs
 from app.db import session_scope
 from app.ingest import pipeline
 from app.web_pages.tasks import fetch_pending
+from app.monitoring.metrics import record_ingested
 
 BUSY_RETRY_S = 5  # a document another worker holds is looked at again after this long
 
@@ -18,6 +19,7 @@ def ingest(document_ids: list[int], *, task_id: str | None, worker: str | None) 
     fetched = fetch_pending(document_ids)
     stored = [d for d in document_ids if fetched.get(d, "stored") == "stored"]
     outcomes = {**fetched, **pipeline.run(stored, task_id=task_id, worker=worker)}
+    record_ingested(outcomes.values())
     busy = [d for d, outcome in outcomes.items() if outcome == "busy"]
     if busy:
         with session_scope() as session:

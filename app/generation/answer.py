@@ -33,7 +33,9 @@ from app.generation import prompts
 from app.generation.citations import Citation, check_citations
 from app.generation.llm import LLMClient, LLMError
 from app.generation.prompts import NOT_COVERED
+from app.generation.trace import Trace
 from app.ingest.embed import get_embedder
+from app.monitoring.metrics import record_answer
 from app.retrieval.search import Hit, SearchResult, search
 
 log = logging.getLogger(__name__)
@@ -160,22 +162,27 @@ async def answer(
     )
     timings: dict[str, float] = {}
     content: list[str] = []
+    trace = Trace(question, settings)
+    best: float | None = None  # the best passage's relevance, kept with the message
     finished = False
     try:
         query = question
         if turn.history:
             t = time.perf_counter()
+            rewrite = prompts.rewrite_messages(turn.history, question)
+            rewriter, error = None, None
             try:
-                rewritten = await LLMClient(settings).complete(
-                    prompts.rewrite_messages(turn.history, question)
-                )
+                rewriter = LLMClient(settings)
+                rewritten = await rewriter.complete(rewrite)
                 query = rewritten.splitlines()[0].strip() if rewritten.strip() else question
-            except LLMError:
-                query = question  # search with the question as asked
+            except LLMError as err:
+                query, error = question, str(err)  # search with the question as asked
             timings["rewrite_ms"] = _ms(t)
+            trace.rewrite(rewrite, query, rewriter.stats if rewriter else None, error)
         t = time.perf_counter()
         result = await asyncio.to_thread(_search, query, collections, settings)
         timings["retrieval_ms"] = _ms(t)
+        best = result.relevance
         embedder = get_embedder(settings.embedding_model)
         passages = prompts.fit_passages(
             result.hits,
@@ -191,6 +198,9 @@ async def answer(
             "message_id": turn.message_id,
             "query": query,
         }
+        abstain = should_abstain(result, settings)
+        trace.search(result, [] if abstain else passages)
+        trace.decision(relevance(result), result.reranked, abstain)
 
         def done(
             answer: str,
@@ -199,18 +209,24 @@ async def answer(
             cited: list[Citation],
             truncated: bool = False,
         ) -> Event:
-            """Store the finished message and its citations; the event that ends the stream."""
+            """Store the finished message, its citations and its trace; the event that ends
+            the stream."""
             timings["total_ms"] = _ms(started)
+            outcome = "abstained" if abstained else "truncated" if truncated else "answered"
             store.finish(
                 turn.message_id,
                 status="done",
                 content=answer,
                 abstained=abstained,
+                outcome=outcome,
+                relevance=best,
                 query=query,
                 retrieved=shown,
                 timings=timings,
                 citations=cited,
+                trace=trace.finish(outcome, timings),
             )
+            record_answer(outcome)
             return Event(
                 "done",
                 {
@@ -224,7 +240,7 @@ async def answer(
                 },
             )
 
-        if should_abstain(result, settings):
+        if abstain:
             closest = [passage_json(i, h) for i, h in enumerate(result.hits[:CLOSEST_SHOWN], 1)]
             yield Event("retrieval", {**base, "passages": closest})
             event = done(NOT_COVERED, True, closest, [])
@@ -236,12 +252,18 @@ async def answer(
         messages = prompts.answer_messages(question, passages)
         t = time.perf_counter()
         llm = LLMClient(settings)
-        async with aclosing(llm.stream(messages, max_tokens=settings.answer_max_tokens)) as tokens:
-            async for text in tokens:
-                if not content:
-                    timings["ttft_ms"] = _ms(started)
-                content.append(text)
-                yield Event("token", {"text": text})
+        trace.prompt(llm.request_body(messages, settings.answer_max_tokens, stream=True))
+        try:
+            async with aclosing(
+                llm.stream(messages, max_tokens=settings.answer_max_tokens)
+            ) as tokens:
+                async for text in tokens:
+                    if not content:
+                        timings["ttft_ms"] = _ms(started)
+                    content.append(text)
+                    yield Event("token", {"text": text})
+        finally:
+            trace.llm(llm.stats, llm.finish_reason)
         timings["llm_ms"] = _ms(t)
         raw = "".join(content).strip()
         if not raw:
@@ -254,6 +276,7 @@ async def answer(
             cleaned, citations = await asyncio.to_thread(
                 check_citations, raw, passages, embedder, settings.citation_support_threshold
             )
+        trace.citations(citations, declined)
         if truncated:
             cleaned += TRUNCATED
         event = done(cleaned, declined, shown, citations, truncated)
@@ -266,8 +289,12 @@ async def answer(
             status="error",
             content="".join(content),
             error=str(err),
+            outcome="error",
+            relevance=best,
             timings=timings,
+            trace=trace.finish("error", timings, str(err)),
         )
+        record_answer("error")
         finished = True
         yield Event("error", {"message": str(err), "kind": err.kind})
     finally:
@@ -275,8 +302,15 @@ async def answer(
             log.info("answer %s stopped after %d tokens", turn.message_id, len(content))
             timings["total_ms"] = _ms(started)
             store.finish(
-                turn.message_id, status="stopped", content="".join(content), timings=timings
+                turn.message_id,
+                status="stopped",
+                content="".join(content),
+                outcome="stopped",
+                relevance=best,
+                timings=timings,
+                trace=trace.finish("stopped", timings),
             )
+            record_answer("stopped")
 
 
 def _ms(since: float) -> float:

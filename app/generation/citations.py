@@ -90,7 +90,7 @@ def check_citations(
         p.hit.text[a:b] for p, s in zip(passages, spans, strict=True) for a, b in s
     ]
     owner = np.repeat(np.arange(len(passages)), [len(s) for s in spans])
-    vectors = embedder.encode([t for t, _ in sentences] + passage_sentences)
+    vectors = embedder.encode([t for t, _ in sentences] + passage_sentences, kind="sentences")
     answer_vectors, passage_vectors = vectors[: len(sentences)], vectors[len(sentences) :]
     similarity = answer_vectors @ passage_vectors.T  # unit vectors: cosine
     flat_spans = [span for s in spans for span in s]

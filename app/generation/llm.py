@@ -9,18 +9,23 @@ llama.cpp abandon the request.
 
 An error the server sends inside the stream (`data: {"error": {...}}`) raises LLMError
 ("bad_response"). Why the answer ended (`finish_reason` of the last choice: "stop", or
-"length" when it hit max_tokens) is kept in `finish_reason` once the stream is read."""
+"length" when it hit max_tokens) is kept in `finish_reason` once the stream is read, and how
+long it took and how many tokens it had in `stats` (the server's own count when it reports
+usage, as vLLM and OpenAI do when asked with `stream_options`; else the chunks it streamed,
+one token each from vLLM and llama.cpp)."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 
 from app.config import Settings
+from app.monitoring.metrics import record_first_token, record_tokens
 
 Failure = Literal[
     "unreachable", "first_token_timeout", "token_timeout", "total_timeout", "bad_response"
@@ -33,6 +38,43 @@ class LLMError(Exception):
         self.kind = kind
 
 
+@dataclass
+class StreamStats:
+    """One streamed request: seconds from sending it to its first token and to its end."""
+
+    first_token_s: float | None = None
+    total_s: float | None = None
+    chunks: int = 0  # chunks that carried text
+    prompt_tokens: int | None = None  # as the server counted them, when it says
+    completion_tokens: int | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.completion_tokens if self.completion_tokens is not None else self.chunks
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Generation speed after the first token (the first is time to first token)."""
+        if self.first_token_s is None or self.total_s is None or self.tokens < 2:
+            return None
+        span = self.total_s - self.first_token_s
+        return round((self.tokens - 1) / span, 1) if span > 0 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "first_token_ms": _ms(self.first_token_s),
+            "total_ms": _ms(self.total_s),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.tokens,
+            "tokens_counted_by": "server" if self.completion_tokens is not None else "chunks",
+            "tokens_per_s": self.tokens_per_s,
+        }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
 class LLMClient:
     def __init__(self, settings: Settings):
         if not settings.llm_base_url:
@@ -41,6 +83,7 @@ class LLMClient:
         self.model = settings.llm_model
         self.settings = settings
         self.finish_reason: str | None = None  # of the last stream read
+        self.stats = StreamStats()  # of the last stream read
         self.headers = {"Content-Type": "application/json"}
         if settings.llm_api_key:
             self.headers["Authorization"] = f"Bearer {settings.llm_api_key.get_secret_value()}"
@@ -54,32 +97,38 @@ class LLMClient:
             pool=s.llm_connect_timeout_s,
         )
 
-    def _body(self, messages: list[dict[str, str]], max_tokens: int, stream: bool) -> dict:
+    def request_body(self, messages: list[dict[str, str]], max_tokens: int, stream: bool) -> dict:
+        """What is sent to the server (the trace of an answer keeps it)."""
         return {
             "model": self.model,
             "messages": messages,
             "max_tokens": max_tokens,
             "temperature": 0.0,
             "stream": stream,
+            # The server's own token counts in a last chunk (servers that do not know the
+            # option ignore it; the chunks are counted then).
+            **({"stream_options": {"include_usage": True}} if stream else {}),
         }
 
     async def stream(
-        self, messages: list[dict[str, str]], *, max_tokens: int = 400
+        self, messages: list[dict[str, str]], *, max_tokens: int = 400, purpose: str = "answer"
     ) -> AsyncGenerator[str, None]:
-        """Text as it is generated."""
-        deadline = time.monotonic() + self.settings.llm_total_timeout_s
+        """Text as it is generated. `purpose` names the request in /metrics."""
+        started = time.monotonic()
+        deadline = started + self.settings.llm_total_timeout_s
         # The read time-out alone would not do: a server's SSE keep-alive comments (": ping")
         # reset it, so the time since the last token is checked at every line as well.
         token_timeout = self.settings.llm_first_token_timeout_s
         first = True
         self.finish_reason = None
+        self.stats = stats = StreamStats()
         try:
             async with (
                 httpx.AsyncClient(timeout=self._timeout()) as client,
                 client.stream(
                     "POST",
                     f"{self.base_url}/chat/completions",
-                    json=self._body(messages, max_tokens, stream=True),
+                    json=self.request_body(messages, max_tokens, stream=True),
                     headers=self.headers,
                 ) as response,
             ):
@@ -103,12 +152,19 @@ class LLMClient:
                     payload = line[5:].strip()
                     if payload == "[DONE]":
                         return
-                    delta, finish_reason = _delta(payload)
+                    delta, finish_reason, usage = _delta(payload)
                     if finish_reason:
                         self.finish_reason = finish_reason
+                    if usage:
+                        stats.prompt_tokens = _count(usage.get("prompt_tokens"))
+                        stats.completion_tokens = _count(usage.get("completion_tokens"))
                     if delta:
+                        if first:
+                            stats.first_token_s = time.monotonic() - started
+                            record_first_token(purpose, stats.first_token_s)
                         first = False
                         last_token = now
+                        stats.chunks += 1
                         yield delta
         except httpx.ConnectError as err:
             raise LLMError(
@@ -127,26 +183,41 @@ class LLMClient:
             ) from err
         except (httpx.RemoteProtocolError, httpx.ReadError) as err:
             raise LLMError(f"the LLM connection broke ({err})", "bad_response") from err
+        finally:  # an answer stopped or failed half-way used its tokens too
+            stats.total_s = time.monotonic() - started
+            record_tokens(purpose, stats.tokens, stats.prompt_tokens)
 
-    async def complete(self, messages: list[dict[str, str]], *, max_tokens: int = 96) -> str:
-        return "".join([t async for t in self.stream(messages, max_tokens=max_tokens)]).strip()
+    async def complete(
+        self, messages: list[dict[str, str]], *, max_tokens: int = 96, purpose: str = "rewrite"
+    ) -> str:
+        tokens = self.stream(messages, max_tokens=max_tokens, purpose=purpose)
+        return "".join([t async for t in tokens]).strip()
 
 
-def _delta(payload: str) -> tuple[str, str | None]:
-    """The text of one streamed chunk and its finish_reason; an error payload raises."""
+def _delta(payload: str) -> tuple[str, str | None, dict[str, Any] | None]:
+    """The text of one streamed chunk, its finish_reason and the usage it reports (the last
+    chunk, when asked for); an error payload raises."""
     try:
         data: Any = json.loads(payload)
     except ValueError:
-        return "", None
+        return "", None, None
     if isinstance(data, dict) and data.get("error"):
         error = data["error"]
         message = error.get("message") if isinstance(error, dict) else None
         raise LLMError(f"the LLM reported an error: {message or error}"[:500], "bad_response")
+    usage = data.get("usage") if isinstance(data, dict) else None
+    usage = usage if isinstance(usage, dict) else None
     try:
         choice = data["choices"][0]
-        return (choice.get("delta") or {}).get("content") or "", choice.get("finish_reason")
+        text = (choice.get("delta") or {}).get("content") or ""
+        return text, choice.get("finish_reason"), usage
     except (KeyError, IndexError, TypeError, AttributeError):
-        return "", None
+        return "", None, usage
+
+
+def _count(value: Any) -> int | None:
+    """A token count as the server sent it, if it is one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def check_llm(settings: Settings) -> dict[str, str]:

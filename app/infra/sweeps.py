@@ -1,9 +1,11 @@
 """The background sweep every web process runs: it sends jobs left in the outbox (the broker
 was down at their commit, or they were due later), asks again for documents whose work was
 lost (`app.documents.reconcile`), asks for fusion calibrations that are out of date
-(`app.retrieval.calibration`), and forgets old sent jobs. Each step is its own unit of
-work and takes the rows it works on with SKIP LOCKED, so any number of processes may sweep
-at once; a step that fails (the database or broker is down) is tried again next round."""
+(`app.retrieval.calibration`), forgets old sent jobs and answer traces past
+TRACE_RETENTION_DAYS, and folds the metrics files of ended processes into their archives.
+Each step is its own unit of work and takes the rows it works on with SKIP LOCKED (or
+deletes what any process may delete), so any number of processes may sweep at once; a step
+that fails (the database or broker is down) is tried again next round."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ import time
 
 from app import jobs
 from app.config import Settings
+from app.conversations.store import prune_traces
 from app.db import session_scope
 from app.documents.reconcile import reconcile
 from app.retrieval.calibration import request_calibrations
+from app.monitoring import files
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +27,7 @@ DISPATCH_EVERY_S = 2.0
 RECONCILE_EVERY_S = 10.0
 CALIBRATE_EVERY_S = 60.0
 PRUNE_EVERY_S = 3600.0
+TIDY_METRICS_EVERY_S = 60.0
 
 
 def calibrate_once(settings: Settings) -> list[int]:
@@ -32,7 +37,11 @@ def calibrate_once(settings: Settings) -> list[int]:
 
 def prune_once(settings: Settings) -> int:
     with session_scope(settings) as session:
-        return jobs.prune(session)
+        return jobs.prune(session) + prune_traces(session, settings.trace_retention_days)
+
+
+def tidy_metrics_once(settings: Settings) -> int:
+    return files.tidy(settings.metrics_path)
 
 
 def dispatch_once(settings: Settings) -> int:
@@ -69,6 +78,7 @@ class Sweeper:
             (RECONCILE_EVERY_S, reconcile_once),
             (CALIBRATE_EVERY_S, calibrate_once),
             (PRUNE_EVERY_S, prune_once),
+            (TIDY_METRICS_EVERY_S, tidy_metrics_once),
         ]
         last = dict.fromkeys(range(len(steps)), time.monotonic())
         while not self._stop.wait(DISPATCH_EVERY_S / 2):

@@ -30,6 +30,7 @@ from app.models import (
     IndexGeneration,
     IngestionAttempt,
 )
+from app.monitoring.metrics import record_ingested
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def hand_back(items: list[WorkItem]) -> None:
 def give_up(document_ids: list[int], reason: str) -> None:
     """After the last retry of a transient error: unsettled documents end `failed`."""
     with session_scope() as session:
-        session.execute(
+        failed = session.execute(
             update(Document)
             .where(
                 Document.id.in_(document_ids),
@@ -166,6 +167,7 @@ def give_up(document_ids: list[int], reason: str) -> None:
             )
             .values(status=DocumentStatus.failed, error=reason[:2000])
         )
+    record_ingested(["failed"] * int(failed.rowcount or 0))  # type: ignore[attr-defined]
 
 
 class Progress:

@@ -18,6 +18,7 @@ import numpy as np
 
 from app.config import PRODUCTION_EMBEDDING_MODEL, Settings, get_settings
 from app.ingest import onnx
+from app.monitoring.metrics import record_embed
 from app.runtime import configure_threads, model_threads
 
 log = logging.getLogger(__name__)
@@ -60,17 +61,20 @@ class Embedder:
         """Each text's length in the model's tokens (without special tokens or truncation)."""
         raise NotImplementedError
 
-    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 32, kind: str = "texts") -> np.ndarray:
         """Unit-length float32 vectors, one row per text (cosine = dot product). Texts are
-        batched by length, so that padding stays small."""
+        batched by length, so that padding stays small. `kind` names what is embedded in
+        /metrics (query, chunks, sentences)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        started = time.perf_counter()
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
             out[rows] = self._forward([texts[i] for i in rows])
         norms = np.linalg.norm(out, axis=1, keepdims=True)
+        record_embed(kind, len(texts), time.perf_counter() - started)
         return out / np.maximum(norms, 1e-12)
 
 

@@ -217,7 +217,7 @@ def _embed(items: list[WorkItem], batch_size: int, progress: Progress) -> None:
         texts = [t for j, i in owners for t in j.texts[i]]
         parts = [np.zeros((0, embedder.dimension), dtype=np.float32)]
         for start in range(0, len(texts), EMBED_SLICE):
-            parts.append(embedder.encode(texts[start : start + EMBED_SLICE], batch_size))
+            parts.append(embedder.encode(texts[start : start + EMBED_SLICE], batch_size, "chunks"))
             embedded = start + len(parts[-1])
             for (item, _), first, last in zip(owners, offsets[:-1], offsets[1:], strict=True):
                 done[item.document_id] += int(np.clip(embedded - first, 0, last - first)) - int(

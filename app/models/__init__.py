@@ -9,7 +9,7 @@ from app.models.accounts import (
     User,
     UserSession,
 )
-from app.models.chat import Conversation, Message, MessageCitation
+from app.models.chat import Conversation, Message, MessageCitation, MessageTrace
 from app.models.documents import (
     IN_FLIGHT,
     IN_PROGRESS,
@@ -59,6 +59,7 @@ __all__ = [
     "Job",
     "Message",
     "MessageCitation",
+    "MessageTrace",
     "ReindexJob",
     "User",
     "UserSession",

@@ -13,11 +13,13 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     SmallInteger,
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -55,6 +57,14 @@ class Message(Base):
             "status IN ('pending','streaming','done','stopped','error')",
             name="messages_status_valid",
         ),
+        CheckConstraint(
+            "outcome IN ('answered','abstained','truncated','error','stopped')",
+            name="messages_outcome_valid",
+        ),
+        # The Quality page reads answers by day.
+        Index(
+            "messages_answers_by_time", "created_at", postgresql_where=text("role = 'assistant'")
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -72,6 +82,11 @@ class Message(Base):
     # page, offsets, text, and each stage's score.
     retrieved: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
     timings: Mapped[dict[str, float]] = mapped_column(JSONB, default=dict)
+    # How it ended (answered, abstained, truncated, error, stopped) and how relevant the best
+    # passage was (the absolute fused score): what the Quality page charts, kept when the
+    # trace is pruned.
+    outcome: Mapped[str | None] = mapped_column(String(12))
+    relevance: Mapped[float | None] = mapped_column(Float)
     feedback: Mapped[int | None] = mapped_column(SmallInteger)  # 1 up, -1 down
     feedback_comment: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -100,3 +115,18 @@ class MessageCitation(Base):
     supported: Mapped[bool] = mapped_column(Boolean)
     evidence_start: Mapped[int | None] = mapped_column(Integer)
     evidence_end: Mapped[int | None] = mapped_column(Integer)
+
+
+class MessageTrace(Base):
+    """How an answer came about, for admins (`app.generation.trace`): kept beside its message
+    (it can be large: the whole prompt) and deleted after TRACE_RETENTION_DAYS."""
+
+    __tablename__ = "message_traces"
+
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )

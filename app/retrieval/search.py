@@ -23,6 +23,7 @@ from app.errors import Invalid
 from app.ingest.chunk import context_prefix
 from app.ingest.embed import get_embedder
 from app.models import Chunk, Collection, Document, FusionCalibration, IndexGeneration
+from app.monitoring.metrics import record_search
 from app.retrieval import dense
 from app.retrieval.fusion import Candidate, Fusion, FusionMethod, fuse
 from app.retrieval.lexical import BM25Index, top_k
@@ -170,7 +171,7 @@ def retrieve(
     if mode == "bm25":
         return found
 
-    query_vector = get_embedder(generation.embedding_model).encode([query])[0]
+    query_vector = get_embedder(generation.embedding_model).encode([query], kind="query")[0]
     t = clock.lap("embed", t)
     found.dense = dense.dense_search(
         session,
@@ -297,6 +298,7 @@ def search(
         result.relevance = fuse([top], "absolute", settings.fusion_dense_weight)[0][1]
     clock.lap("total", clock.start)
     result.timings = clock.timings
+    record_search(mode, clock.timings)
     return result
 
 

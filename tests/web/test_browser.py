@@ -13,7 +13,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from app.main import create_app
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-from tests.factories import make_docx
+from tests.factories import make_docx, seed_quality_history
 from tests.helpers import serving
 
 pytestmark = pytest.mark.browser
@@ -201,3 +201,65 @@ def test_api_docs_and_pages_work_under_the_content_security_policy(
     jobs = driver.find_element(By.ID, "jobs")
     wait.until(ec.staleness_of(jobs))  # htmx replaced the panel: its script ran
     assert driver.find_element(By.ID, "jobs").is_displayed()
+
+
+def test_quality_page_and_an_answer_trace(
+    browser_driver, llm_settings, facts, admin_key, tmp_path: Path
+):
+    """An admin asks, opens the Quality page (its charts drawn on the server, coloured by the
+    stylesheet under the CSP) and the trace of the answer just given."""
+    driver = browser_driver
+    seed_quality_history()
+    wait = WebDriverWait(driver, 120, ignored_exceptions=[StaleElementReferenceException])
+    with serving(create_app(llm_settings)) as url:
+        sign_in(driver, url)
+        driver.get(f"{url}/")
+        Select(driver.find_element(By.NAME, "collection")).select_by_visible_text(facts)
+        driver.find_element(By.NAME, "question").send_keys("When was the Eiffel Tower finished?")
+        driver.find_element(By.ID, "send").click()
+        wait.until(
+            lambda d: (
+                (a := d.find_elements(By.CSS_SELECTOR, ".assistant[data-status]"))
+                and a[-1].get_attribute("data-status") in ("done", "error")
+            )
+        )
+        driver.refresh()  # the stored answer offers its trace to an admin
+        trace_links = driver.find_elements(By.CSS_SELECTOR, ".assistant a.trace-link")
+        assert trace_links, "no trace link on the answer"
+
+        driver.get(f"{url}/admin")
+        driver.find_element(By.ID, "quality-link").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "svg.chart")) >= 8)
+        line = driver.find_element(By.CSS_SELECTOR, "#answers-by-day svg.chart polyline.s0")
+        assert line.value_of_css_property("stroke") == "rgb(40, 86, 200)"  # app.css applied
+        assert line.value_of_css_property("fill") == "none"
+        bars = driver.find_elements(By.CSS_SELECTOR, "#answers-by-day rect.bar.o-answered")
+        assert len(bars) >= 15
+        flags = driver.find_element(By.CSS_SELECTOR, "#drift .flags").text
+        assert "declined share 75%" in flags and "mean relevance" in flags
+        assert driver.find_elements(By.CSS_SELECTOR, "#drift circle.flag")
+        assert "quality-scifact" in driver.find_element(By.ID, "evals").text
+        _full_page_screenshot(driver, tmp_path / "quality.png")
+
+        newest = driver.find_element(By.CSS_SELECTOR, "#recent tbody tr a")
+        assert "Eiffel" in newest.text
+        newest.click()
+        wait.until(ec.url_contains("/admin/answers/"))
+        prompt = driver.find_element(By.CSS_SELECTOR, "#trace-prompt pre.prompt:last-of-type").text
+        assert "Eiffel" in prompt and "[1]" in prompt
+        facts_shown = driver.find_element(By.ID, "trace-llm").text
+        assert "Tokens per second" in facts_shown and "LLM time to first token" in facts_shown
+        rows = driver.find_elements(By.CSS_SELECTOR, "#trace-passages tbody tr[data-chunk]")
+        assert rows and "tower.md" in rows[0].text
+        assert "search · embed" in driver.find_element(By.ID, "trace-timings").text
+        assert driver.find_elements(By.CSS_SELECTOR, "#trace-answer table tbody tr")
+        _full_page_screenshot(driver, tmp_path / "trace.png")
+
+
+def _full_page_screenshot(driver, path: Path) -> None:
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1280, min(int(height) + 120, 8000))
+    try:
+        driver.save_screenshot(str(path))
+    finally:
+        driver.set_window_size(1280, 1000)
