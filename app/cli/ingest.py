@@ -38,7 +38,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from app.documents import service
     from app.documents.bulk import Stalled, ingest_files, wait_settled
     from app.models import Document
+    from app.retrieval.filters import check_labels
 
+    labels = check_labels(args.label)
     files = walk(args.paths)
     if not files:
         raise CliError("no files to ingest")
@@ -52,7 +54,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
     with running_parts(worker=args.wait) as settings:
         sources = [(p.name, p.stat().st_size, p.read_bytes) for p in files]
-        ids = ingest_files(args.collection, sources, settings)
+        ids = ingest_files(args.collection, sources, settings, labels)
         log.info("sent %d file(s) to %s", len(ids), args.collection)
         with session_scope() as session:
             if jobs.unsent_due(session):
@@ -75,6 +77,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             "filename": d.filename,
             "status": d.status,
             "chunks": d.chunks_total if d.status == "indexed" else 0,
+            "labels": list(d.labels or []),
             "error": d.error,
         }
         for d in rows

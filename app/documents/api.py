@@ -34,6 +34,7 @@ class DocumentOut(BaseModel):
     chunks_done: int
     chunks_total: int
     page_count: int | None
+    labels: list[str] = []
     duplicate: bool = False
     created_at: datetime
     indexed_at: datetime | None
@@ -62,6 +63,7 @@ def document_out(doc: Document, duplicate: bool = False) -> DocumentOut:
         chunks_done=doc.chunks_done,
         chunks_total=doc.chunks_total,
         page_count=doc.page_count,
+        labels=list(doc.labels or []),
         duplicate=duplicate,
         created_at=doc.created_at,
         indexed_at=doc.indexed_at,
@@ -95,6 +97,11 @@ UPLOAD_BODY: dict[str, Any] = {
                             "the type is decided from the content",
                         },
                         "collection": {"type": "string", "default": "default"},
+                        "labels": {
+                            "type": "string",
+                            "description": "labels for every file, commas between them "
+                            "(each 1 to 64 letters, digits, spaces or .:/-_)",
+                        },
                     },
                 }
             }
@@ -119,10 +126,15 @@ async def upload_documents(
     request: Request, session: SessionDep, settings: SettingsDep, who: CurrentUser
 ):
     """Upload files (multipart, field `files`, many at once) into a collection (made if new,
-    readable by whoever made it). Each is queued for ingestion; refused files are listed
-    with the reason."""
+    readable by whoever made it), with labels (field `labels`) that searches can filter on.
+    Each is queued for ingestion; refused files are listed with the reason."""
     results = await receive_and_store(
-        request, session, settings, who, request.query_params.get("collection")
+        request,
+        session,
+        settings,
+        who,
+        request.query_params.get("collection"),
+        request.query_params.get("labels"),
     )
     if not results:
         return JSONResponse(

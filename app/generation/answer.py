@@ -34,6 +34,7 @@ from app.generation.citations import Citation, check_citations
 from app.generation.llm import LLMClient, LLMError
 from app.generation.prompts import NOT_COVERED
 from app.ingest.embed import get_embedder
+from app.retrieval.filters import Filters
 from app.retrieval.search import Hit, SearchResult, search
 
 log = logging.getLogger(__name__)
@@ -125,9 +126,11 @@ def citation_json(c: Citation, passages: Sequence[dict[str, Any]]) -> dict[str, 
     }
 
 
-def _search(query: str, collections: list[int] | None, settings: Settings) -> SearchResult:
+def _search(
+    query: str, collections: list[int] | None, settings: Settings, filters: Filters | None
+) -> SearchResult:
     with session_scope() as session:
-        return search(session, query, collections=collections, settings=settings)
+        return search(session, query, collections=collections, settings=settings, filters=filters)
 
 
 # -- the answer ------------------------------------------------------------------------------
@@ -142,9 +145,11 @@ async def answer(
     collection_id: int | None = None,
     source: str = "web",
     user_id: int | None = None,
+    filters: Filters | None = None,
 ) -> AsyncIterator[Event]:
     """`collections`: what may be searched (collection ids; None: all). `user_id`: whose
-    conversation this is (None for the CLI and the evals)."""
+    conversation this is (None for the CLI and the evals). `filters`: metadata filters the
+    passages must pass."""
     started = time.perf_counter()
     question = check_question(question)
     turn = await asyncio.to_thread(
@@ -172,7 +177,7 @@ async def answer(
                 query = question  # search with the question as asked
             timings["rewrite_ms"] = _ms(t)
         t = time.perf_counter()
-        result = await asyncio.to_thread(_search, query, collections, settings)
+        result = await asyncio.to_thread(_search, query, collections, settings, filters)
         timings["retrieval_ms"] = _ms(t)
         embedder = get_embedder(settings.embedding_model)
         passages = prompts.fit_passages(
@@ -188,6 +193,7 @@ async def answer(
             "conversation_id": turn.conversation_id,
             "message_id": turn.message_id,
             "query": query,
+            "filters": result.filters,
         }
 
         def done(

@@ -18,6 +18,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
@@ -71,6 +72,7 @@ class Document(Base):
             postgresql_where=text("status <> 'rejected'"),
         ),
         Index("documents_collection_filename", "collection_id", "filename"),
+        Index("documents_labels", "labels", postgresql_using="gin"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -96,6 +98,8 @@ class Document(Base):
     )
     indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     uploaded_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Given at upload (lower case); searches can be narrowed to documents with any of them.
+    labels: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
 
     collection: Mapped[Collection] = relationship(back_populates="documents")
 

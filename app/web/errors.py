@@ -49,7 +49,7 @@ def install(app: FastAPI) -> None:
     async def validation_error(request: Request, err: RequestValidationError) -> Response:
         first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = str(first["msg"])
+        message = str(first["msg"]).removeprefix("Value error, ")
         return error_response(request, Invalid(f"{where}: {message}" if where else message))
 
     @app.exception_handler(DataError)
