@@ -20,7 +20,7 @@ from app.documents import api as documents_api
 from app.documents import routes as documents
 from app.infra.sweeps import Sweeper
 from app.retrieval import routes as search
-from app.web import errors, health
+from app.web import errors, health, openai
 from app.web.middleware import RefuseNul, SecurityHeaders
 from app.web.render import TEMPLATES
 
@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         collections.api,
         search.api,
         search.pages,
+        openai.router,
     ):
         app.include_router(router)
     return app

@@ -146,10 +146,13 @@ async def answer(
     source: str = "web",
     user_id: int | None = None,
     filters: Filters | None = None,
+    history: list[tuple[str, str]] | None = None,
 ) -> AsyncIterator[Event]:
     """`collections`: what may be searched (collection ids; None: all). `user_id`: whose
     conversation this is (None for the CLI and the evals). `filters`: metadata filters the
-    passages must pass."""
+    passages must pass. `history`: the earlier (question, answer) pairs, when the caller
+    holds the conversation itself (the OpenAI-compatible API); else the stored
+    conversation's."""
     started = time.perf_counter()
     question = check_question(question)
     turn = await asyncio.to_thread(
@@ -164,13 +167,14 @@ async def answer(
     timings: dict[str, float] = {}
     content: list[str] = []
     finished = False
+    past = turn.history if history is None else history
     try:
         query = question
-        if turn.history:
+        if past:
             t = time.perf_counter()
             try:
                 rewritten = await LLMClient(settings).complete(
-                    prompts.rewrite_messages(turn.history, question)
+                    prompts.rewrite_messages(past, question)
                 )
                 query = rewritten.splitlines()[0].strip() if rewritten.strip() else question
             except LLMError:
