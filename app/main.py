@@ -1,4 +1,4 @@
-"""create_app(): routers, error handlers, templates and static files."""
+"""create_app(): routers (with /v1 and /mcp), error handlers, templates and static files."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Route
 
 from app import admin, jobs
 from app.accounts import routes as accounts
@@ -23,7 +24,7 @@ from app.monitoring import exposition
 from app.monitoring import metrics as monitoring
 from app.monitoring.exposition import RequestMetrics
 from app.retrieval import routes as search
-from app.web import errors, health
+from app.web import errors, health, mcp, openai
 from app.web.middleware import RefuseNul, SecurityHeaders
 from app.web.render import TEMPLATES
 
@@ -54,13 +55,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     monitoring.setup(settings)  # this process's metrics, where /metrics reads every process's
 
+    mcp_endpoint = mcp.McpEndpoint(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         jobs.configure(settings)
         threading.Thread(target=warm_up, args=(settings,), name="warm-up", daemon=True).start()
         sweeper = Sweeper(settings).start()
         try:
-            yield
+            async with mcp_endpoint.running():
+                yield
         finally:
             sweeper.stop()
 
@@ -98,6 +102,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         collections.api,
         search.api,
         search.pages,
+        openai.router,
     ):
         app.include_router(router)
+    # An ASGI app as the endpoint (not a function): the MCP transport answers itself.
+    app.router.routes.append(
+        Route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+    )
     return app

@@ -32,8 +32,8 @@ def share_cores(processes: int) -> None:
 
 
 def model_threads(settings: Settings) -> int:
-    """Threads for a model (torch or ONNX Runtime, OCR included): TORCH_THREADS, or this process's share
-    of the cores; numpy's BLAS stays at one (set in app/__init__.py)."""
+    """Threads for a model (torch or ONNX Runtime, OCR included): TORCH_THREADS, or this
+    process's share of the cores; numpy's BLAS stays at one (set in app/__init__.py)."""
     return settings.torch_threads or max(1, (os.cpu_count() or 1) // _process_share)
 
 

@@ -18,7 +18,7 @@ import sqlalchemy.exc
 from app.cli.admin import cmd_create_admin, cmd_migrate
 from app.cli.common import CliError
 from app.cli.ingest import cmd_ingest
-from app.cli.query import cmd_ask, cmd_search
+from app.cli.query import add_filter_flags, cmd_ask, cmd_search
 from app.cli.serve import cmd_serve
 from app.config import SettingsError, get_settings
 from app.errors import AppError
@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ingest.add_argument("paths", nargs="+", metavar="PATH|URL")
     ingest.add_argument("--collection", default="default")
+    ingest.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="a label for every file (repeat for more; searches can filter on them)",
+    )
     ingest.add_argument("--wait", action="store_true", help="wait until every file settles")
     ingest.add_argument(
         "--give-up-after",
@@ -58,12 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--collection", default=None)
     search.add_argument("--k", type=int, default=None, help="passages to return")
     search.add_argument("--mode", choices=["bm25", "dense", "hybrid"], default="hybrid")
+    add_filter_flags(search)
     search.add_argument("--json", action="store_true", help="print one JSON object")
     search.set_defaults(func=cmd_search)
 
     ask = sub.add_parser("ask", help="answer a question from the documents, with citations")
     ask.add_argument("question")
     ask.add_argument("--collection", default=None)
+    add_filter_flags(ask)
     ask.add_argument("--json", action="store_true", help="print one JSON object")
     ask.set_defaults(func=cmd_ask)
 

@@ -39,8 +39,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from app.documents import service
     from app.documents.bulk import Stalled, ingest_files, ingest_urls, wait_settled
     from app.models import Document
+    from app.retrieval.filters import check_labels
     from app.web_pages.service import is_url
 
+    labels = check_labels(args.label)
     urls = [p for p in args.paths if is_url(p)]
     files = walk([p for p in args.paths if not is_url(p)])
     if not files and not urls:
@@ -55,7 +57,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
     with running_parts(worker=args.wait) as settings:
         sources = [(p.name, p.stat().st_size, p.read_bytes) for p in files]
-        ids = ingest_files(args.collection, sources, settings) if files else []
+        ids = ingest_files(args.collection, sources, settings, labels) if files else []
         if urls:
             ids += ingest_urls(args.collection, urls, settings)
         log.info("sent %d document(s) to %s", len(ids), args.collection)
@@ -81,6 +83,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             "filename": d.filename,
             "status": d.status,
             "chunks": d.chunks_total if d.status == "indexed" else 0,
+            "labels": list(d.labels or []),
             "error": d.error,
         }
         for d in rows

@@ -10,6 +10,36 @@ from app.cli.common import CliError, running_parts
 from app.config import SEARCH_K_MAX
 
 
+def add_filter_flags(parser: argparse.ArgumentParser) -> None:
+    """The metadata filters (`app.retrieval.filters`), as flags."""
+    group = parser.add_argument_group("filters (a document must match every one given)")
+    group.add_argument(
+        "--file-type",
+        action="append",
+        dest="file_types",
+        metavar="TYPE",
+        help="pdf, docx, html, markdown or text (repeat for any of several)",
+    )
+    group.add_argument("--document", metavar="GLOB", help="file name, * and ? as wildcards")
+    group.add_argument("--uploaded-from", metavar="YYYY-MM-DD", help="uploaded on or after")
+    group.add_argument("--uploaded-to", metavar="YYYY-MM-DD", help="uploaded on or before")
+    group.add_argument(
+        "--label", action="append", dest="labels", metavar="LABEL", help="any of these labels"
+    )
+
+
+def filters_of(args: argparse.Namespace):
+    from app.retrieval.filters import Filters
+
+    return Filters.parse(
+        file_types=args.file_types,
+        document=args.document,
+        uploaded_from=args.uploaded_from,
+        uploaded_to=args.uploaded_to,
+        labels=args.labels,
+    )
+
+
 def pages(first: int | None, last: int | None) -> str:
     """ ", p. 3" or ", pp. 3-4" (a passage can cross a page break), or nothing."""
     if not first:
@@ -24,9 +54,12 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.k is not None and not 1 <= args.k <= SEARCH_K_MAX:
         raise CliError(f"--k must be from 1 to {SEARCH_K_MAX} (got {args.k})")
+    filters = filters_of(args)
     with running_parts(), session_scope() as session:
         allowed = search_scope(session, None, args.collection)
-        result = search(session, args.query, mode=args.mode, k=args.k, collections=allowed)
+        result = search(
+            session, args.query, mode=args.mode, k=args.k, collections=allowed, filters=filters
+        )
         if args.json:
             print(json.dumps(result.to_dict()))
             return 0
@@ -50,6 +83,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from app.generation.answer import answer, check_question
 
     question = check_question(args.question)
+    filters = filters_of(args)
     with running_parts(llm=True) as settings:
         with session_scope() as session:
             collections = search_scope(session, None, args.collection)
@@ -57,7 +91,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
         async def run() -> dict:
             result: dict = {}
             async for event in answer(
-                question, settings=settings, collections=collections, source="cli"
+                question,
+                settings=settings,
+                collections=collections,
+                source="cli",
+                filters=filters,
             ):
                 if event.kind == "token" and not args.json:
                     print(event.data["text"], end="", flush=True)
@@ -81,6 +119,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         "abstained": result.get("abstained", False),
         "citations": citations,
         "query": result.get("query", question),
+        "filters": result.get("filters", {}),
         "timings": {k: timings.get(k) for k in ("retrieval_ms", "ttft_ms", "total_ms")},
     }
     if "error" in result:

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import partial
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from markupsafe import Markup, escape
 from pydantic import BaseModel, Field
-from starlette.types import Receive, Scope, Send
 
 from app.accounts.service import SignedIn
 from app.collections.access import can_read, search_scope
@@ -24,34 +21,14 @@ from app.conversations.store import own_conversation, own_message, recent_conver
 from app.errors import Invalid, NotFound
 from app.generation.answer import MAX_QUESTION_CHARS, Event, answer, check_question, collect
 from app.models import Document, Message
+from app.retrieval.filters import CONTENT_TYPES, Filters
 from app.web.deps import CsrfDep, CurrentUser, SessionDep, SettingsDep, readable
 from app.web.render import TEMPLATES, render
+from app.web.sse import EventStream
 
 pages = APIRouter(dependencies=[CsrfDep], include_in_schema=False)
 api = APIRouter(prefix="/api", tags=["ask"], dependencies=[CsrfDep])
 CONTEXT_CHARS = 700  # surrounding text shown around a cited passage
-
-
-class EventStream(StreamingResponse):
-    """Server-sent events that stop as soon as the reader goes away. (Starlette, under an
-    ASGI 2.4 server, only notices a closed connection at the next write, which would leave
-    the LLM generating for nobody until its next token; this listens for the disconnect and
-    cancels the stream at once, which closes the LLM request.)"""
-
-    media_type = "text/event-stream"
-
-    def __init__(self, content: AsyncIterator[str]):
-        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as group:
-
-            async def until_done(func: Callable[[], Awaitable[None]]) -> None:
-                await func()
-                group.cancel_scope.cancel()
-
-            group.start_soon(until_done, partial(self.stream_response, send))
-            await until_done(partial(self.listen_for_disconnect, receive))
 
 
 def sse(event: Event) -> str:
@@ -143,13 +120,15 @@ def message_view(message: Message) -> dict[str, Any]:
 @pages.get("/", response_class=HTMLResponse)
 def chat_page(request: Request, session: SessionDep, who: CurrentUser, c: int | None = None):
     current = own_conversation(session, who.user.id, c) if c else None
-    context = {
+    context: dict[str, Any] = {
         "active": "chat",
         "conversations": recent_conversations(session, who.user.id),
         "current": current,
         "messages": [message_view(m) for m in current.messages] if current else [],
         "collections": [col.name for col, _ in list_collections(session, readable(session, who))],
         "selected": current.collection_id if current else None,
+        "filters": {},
+        "file_types": list(CONTENT_TYPES),
     }
     return render(request, "chat.html", context)
 
@@ -173,8 +152,20 @@ async def chat_ask(
     question: Annotated[str, Form()] = "",
     conversation_id: Annotated[int | None, Form()] = None,
     collection: Annotated[str, Form()] = "",
+    file_types: Annotated[list[str], Form()] = [],  # noqa: B006 (FastAPI copies defaults)
+    document: Annotated[str, Form()] = "",
+    uploaded_from: Annotated[str, Form()] = "",
+    uploaded_to: Annotated[str, Form()] = "",
+    labels: Annotated[str, Form()] = "",
 ):
     question = check_question(question)
+    filters = Filters.parse(
+        file_types=file_types,
+        document=document,
+        uploaded_from=uploaded_from,
+        uploaded_to=uploaded_to,
+        labels=labels,
+    )
     collections, collection_id = scope(session, who, collection or None, conversation_id)
     events = answer(
         question,
@@ -184,6 +175,7 @@ async def chat_ask(
         collection_id=collection_id,
         source="web",
         user_id=who.user.id,
+        filters=filters,
     )
     return EventStream(_stream(events, render_html=True))
 
@@ -260,6 +252,7 @@ class AskIn(BaseModel):
     question: str = Field(description="the question", max_length=MAX_QUESTION_CHARS)
     collection: str | None = Field(None, description="only this collection")
     conversation_id: int | None = Field(None, description="a follow-up in this conversation")
+    filters: Filters | None = Field(None, description="metadata filters the passages must pass")
 
 
 class CitationOut(BaseModel):
@@ -282,6 +275,7 @@ class AskOut(BaseModel):
     abstained: bool
     citations: list[CitationOut]
     query: str
+    filters: dict[str, Any] = {}  # the metadata filters applied
     timings: dict[str, float]
     conversation_id: int
     message_id: int
@@ -300,6 +294,7 @@ def start_answer(body: AskIn, session, settings: Settings, who: SignedIn, source
         collection_id=collection_id,
         source=source,
         user_id=who.user.id,
+        filters=body.filters if body.filters is not None and body.filters.active else None,
     )
 
 

@@ -42,6 +42,7 @@ class DocumentOut(BaseModel):
     ocr_confidence: float | None = None  # of the text read by OCR (0-1), if any was
     ocr_pages: dict[str, float] | None = None  # each OCR'd page's confidence
     notes: str | None = None  # pages left unread, a sitemap's pages
+    labels: list[str] = []
     duplicate: bool = False
     created_at: datetime
     indexed_at: datetime | None
@@ -75,6 +76,7 @@ def document_out(doc: Document, duplicate: bool = False) -> DocumentOut:
         ocr_confidence=doc.ocr_confidence,
         ocr_pages=doc.ocr_pages,
         notes=doc.notes,
+        labels=list(doc.labels or []),
         duplicate=duplicate,
         created_at=doc.created_at,
         indexed_at=doc.indexed_at,
@@ -109,6 +111,11 @@ UPLOAD_BODY: dict[str, Any] = {
                             "the type is decided from the content",
                         },
                         "collection": {"type": "string", "default": "default"},
+                        "labels": {
+                            "type": "string",
+                            "description": "labels for every file, commas between them "
+                            "(each 1 to 64 letters, digits, spaces or .:/-_)",
+                        },
                     },
                 }
             }
@@ -133,10 +140,15 @@ async def upload_documents(
     request: Request, session: SessionDep, settings: SettingsDep, who: CurrentUser
 ):
     """Upload files (multipart, field `files`, many at once) into a collection (made if new,
-    readable by whoever made it). Each is queued for ingestion; refused files are listed
-    with the reason."""
+    readable by whoever made it), with labels (field `labels`) that searches can filter on.
+    Each is queued for ingestion; refused files are listed with the reason."""
     results = await receive_and_store(
-        request, session, settings, who, request.query_params.get("collection")
+        request,
+        session,
+        settings,
+        who,
+        request.query_params.get("collection"),
+        request.query_params.get("labels"),
     )
     if not results:
         return JSONResponse(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import case, func, select
@@ -24,8 +24,14 @@ from app.models import SETTLED, Collection, Document, DocumentStatus
 Source = tuple[str, int, Callable[[], bytes]]
 
 
-def ingest_files(collection_name: str, sources: Iterable[Source], settings: Settings) -> list[int]:
-    """Document ids in the order of `sources` (duplicates keep their earlier id)."""
+def ingest_files(
+    collection_name: str,
+    sources: Iterable[Source],
+    settings: Settings,
+    labels: Sequence[str] = (),
+) -> list[int]:
+    """Document ids in the order of `sources` (duplicates keep their earlier id), each with
+    the `labels` (checked ones)."""
     with session_scope() as session:
         collection_id = collection_for_upload(session, collection_name).id
     ids: list[int] = []
@@ -41,7 +47,12 @@ def ingest_files(collection_name: str, sources: Iterable[Source], settings: Sett
                     added = service.add_rejected(session, collection, name, size, reason, 413)
                 else:
                     added = service.add_document(
-                        session, collection, name, read(), settings.max_upload_bytes
+                        session,
+                        collection,
+                        name,
+                        read(),
+                        settings.max_upload_bytes,
+                        labels=labels,
                     )
                 ids.append(added.document.id)
                 if added.enqueue:
@@ -103,10 +114,10 @@ def wait_settled(
     on_wait: Callable[[Tally], None] | None = None,
     stall_s: float | None = None,
 ) -> None:
-    """Until every document (and every page a sitemap among them brought) is indexed, failed or rejected, telling `on_wait` where they
-    stand after each look. Jobs the broker did not take are sent from here too (this may be
-    the only process running). With `stall_s`, gives up (`Stalled`) when no document moved
-    (status or chunks embedded) for that long."""
+    """Until every document (and every page a sitemap among them brought) is indexed, failed
+    or rejected, telling `on_wait` where they stand after each look. Jobs the broker did not
+    take are sent from here too (this may be the only process running). With `stall_s`,
+    gives up (`Stalled`) when no document moved (status or chunks embedded) for that long."""
     moved_at, last = time.monotonic(), None
     while True:
         with session_scope() as session:

@@ -12,6 +12,7 @@ it with new content under its name, is for the member who uploaded it and for ad
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, update
@@ -80,11 +81,14 @@ def add_document(
     data: bytes,
     max_bytes: int,
     uploaded_by: Account | None = None,
+    labels: Sequence[str] = (),
 ) -> Added:
     """Store an upload. Identical content in the same collection is the same document (a
-    failed one is retried); the same name with new content is a new version that replaces
-    the old one once it is indexed, if the uploader may change that one. A file that is not
-    acceptable is recorded as rejected."""
+    failed one is retried; labels given are added to it when the uploader may change it);
+    the same name with new content is a new version that replaces the old one once it is
+    indexed, if the uploader may change that one, and keeps its labels unless new ones are
+    given. A file that is not acceptable is recorded as rejected. `labels`: checked ones
+    (`app.retrieval.filters.check_labels`)."""
     name = safe_filename(filename)
     try:
         content_type = accept(data, name, max_bytes)
@@ -95,7 +99,7 @@ def add_document(
     sha256 = hashlib.sha256(data).hexdigest()
     existing = same_content(session, collection.id, sha256)
     if existing is not None:
-        return _duplicate(existing)
+        return _duplicate(existing, labels, uploaded_by)
     previous = current_version(session, collection.id, name)
     if previous is not None and not may_change(uploaded_by, previous):
         reason = f"{name} was uploaded by someone else: only they or an admin can replace it"
@@ -109,6 +113,7 @@ def add_document(
         status=DocumentStatus.queued,
         supersedes_id=previous.id if previous is not None else None,
         uploaded_by=uploaded_by.id if uploaded_by is not None else None,
+        labels=list(labels) or (list(previous.labels) if previous is not None else []),
     )
     try:
         with session.begin_nested():
@@ -120,7 +125,7 @@ def add_document(
         existing = same_content(session, collection.id, sha256)
         if existing is None:
             raise
-        return _duplicate(existing)
+        return _duplicate(existing, labels, uploaded_by)
     return Added(doc, enqueue=True)
 
 
@@ -149,7 +154,10 @@ def same_content(session: Session, collection_id: int, sha256: str) -> Document 
     )
 
 
-def _duplicate(existing: Document) -> Added:
+def _duplicate(existing: Document, labels: Sequence[str], who: Account | None) -> Added:
+    added = [label for label in labels if label not in existing.labels]
+    if added and may_change(who, existing):
+        existing.labels = [*existing.labels, *added]
     if existing.status == DocumentStatus.failed:
         existing.status = DocumentStatus.queued
         existing.error = None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from app import jobs
 from app.db import session_scope
 from app.ingest import pipeline
-from app.web_pages.tasks import fetch_pending
 from app.monitoring.metrics import record_ingested
+from app.web_pages.tasks import fetch_pending
 
 BUSY_RETRY_S = 5  # a document another worker holds is looked at again after this long
 

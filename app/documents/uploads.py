@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO
 from urllib.parse import unquote_to_bytes
@@ -29,6 +30,7 @@ from app.config import Settings
 from app.documents.service import Added, add_document, add_rejected, enqueue
 from app.errors import Invalid, PayloadTooLarge, UnsupportedType
 from app.models import Collection
+from app.retrieval.filters import check_labels
 
 MAX_FILES_PER_REQUEST = 20
 MAX_FIELD_BYTES = 4096
@@ -219,20 +221,27 @@ async def receive_and_store(
     settings: Settings,
     who: SignedIn,
     collection: str | None = None,
+    labels: str | None = None,
 ) -> list[Added]:
     """An upload request (the page's or the API's): its files, into the collection named by
     its `collection` field (else `collection`, else the default), made if it is new and the
-    uploader may create collections."""
+    uploader may create collections, with the labels of its `labels` field (else `labels`;
+    commas between them)."""
     received = await receive_files(request, settings)
-    name = received.fields.get("collection") or collection or DEFAULT_COLLECTION
-    target = collection_for_upload(
-        session,
-        name,
-        readable=readable_collections(session, who.user),
-        creator=who.user,
-        members_may_create=settings.members_may_create,
-    )
-    return store(session, received, target, settings, uploaded_by=who.user)
+    try:
+        name = received.fields.get("collection") or collection or DEFAULT_COLLECTION
+        given = check_labels(received.fields.get("labels") or labels)
+        target = collection_for_upload(
+            session,
+            name,
+            readable=readable_collections(session, who.user),
+            creator=who.user,
+            members_may_create=settings.members_may_create,
+        )
+    except BaseException:
+        received.close()
+        raise
+    return store(session, received, target, settings, uploaded_by=who.user, labels=given)
 
 
 def store(
@@ -241,6 +250,7 @@ def store(
     collection: Collection,
     settings: Settings,
     uploaded_by: Account | None = None,
+    labels: Sequence[str] = (),
 ) -> list[Added]:
     """Hand each received file to the documents service and ask for the new ones to be
     ingested; a file refused for its size is recorded as rejected (413). Returns the
@@ -254,7 +264,9 @@ def store(
                 )
             else:
                 limit = settings.max_upload_bytes
-                added = add_document(session, collection, f.filename, f.read(), limit, uploaded_by)
+                added = add_document(
+                    session, collection, f.filename, f.read(), limit, uploaded_by, labels
+                )
             results.append(added)
     finally:
         received.close()

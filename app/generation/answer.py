@@ -36,6 +36,7 @@ from app.generation.prompts import NOT_COVERED
 from app.generation.trace import Trace
 from app.ingest.embed import get_embedder
 from app.monitoring.metrics import record_answer
+from app.retrieval.filters import Filters
 from app.retrieval.search import Hit, SearchResult, search
 
 log = logging.getLogger(__name__)
@@ -129,9 +130,11 @@ def citation_json(c: Citation, passages: Sequence[dict[str, Any]]) -> dict[str, 
     }
 
 
-def _search(query: str, collections: list[int] | None, settings: Settings) -> SearchResult:
+def _search(
+    query: str, collections: list[int] | None, settings: Settings, filters: Filters | None
+) -> SearchResult:
     with session_scope() as session:
-        return search(session, query, collections=collections, settings=settings)
+        return search(session, query, collections=collections, settings=settings, filters=filters)
 
 
 # -- the answer ------------------------------------------------------------------------------
@@ -146,9 +149,14 @@ async def answer(
     collection_id: int | None = None,
     source: str = "web",
     user_id: int | None = None,
+    filters: Filters | None = None,
+    history: list[tuple[str, str]] | None = None,
 ) -> AsyncIterator[Event]:
     """`collections`: what may be searched (collection ids; None: all). `user_id`: whose
-    conversation this is (None for the CLI and the evals)."""
+    conversation this is (None for the CLI and the evals). `filters`: metadata filters the
+    passages must pass. `history`: the earlier (question, answer) pairs, when the caller
+    holds the conversation itself (the OpenAI-compatible API); else the stored
+    conversation's."""
     started = time.perf_counter()
     question = check_question(question)
     turn = await asyncio.to_thread(
@@ -165,11 +173,12 @@ async def answer(
     trace = Trace(question, settings)
     best: float | None = None  # the best passage's relevance, kept with the message
     finished = False
+    past = turn.history if history is None else history
     try:
         query = question
-        if turn.history:
+        if past:
             t = time.perf_counter()
-            rewrite = prompts.rewrite_messages(turn.history, question)
+            rewrite = prompts.rewrite_messages(past, question)
             rewriter, error = None, None
             try:
                 rewriter = LLMClient(settings)
@@ -180,7 +189,7 @@ async def answer(
             timings["rewrite_ms"] = _ms(t)
             trace.rewrite(rewrite, query, rewriter.stats if rewriter else None, error)
         t = time.perf_counter()
-        result = await asyncio.to_thread(_search, query, collections, settings)
+        result = await asyncio.to_thread(_search, query, collections, settings, filters)
         timings["retrieval_ms"] = _ms(t)
         best = result.relevance
         embedder = get_embedder(settings.embedding_model)
@@ -197,6 +206,7 @@ async def answer(
             "conversation_id": turn.conversation_id,
             "message_id": turn.message_id,
             "query": query,
+            "filters": result.filters,
         }
         abstain = should_abstain(result, settings)
         trace.search(result, [] if abstain else passages)

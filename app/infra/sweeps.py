@@ -18,8 +18,8 @@ from app.config import Settings
 from app.conversations.store import prune_traces
 from app.db import session_scope
 from app.documents.reconcile import reconcile
-from app.retrieval.calibration import request_calibrations
 from app.monitoring import files
+from app.retrieval.calibration import request_calibrations
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base
@@ -80,6 +80,7 @@ class Document(Base):
             postgresql_where=text("status <> 'rejected'"),
         ),
         Index("documents_collection_filename", "collection_id", "filename"),
+        Index("documents_labels", "labels", postgresql_using="gin"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -118,6 +119,8 @@ class Document(Base):
     # What a person should know about an indexed document (pages left unread, a sitemap's
     # pages), beside `error` for one that failed.
     notes: Mapped[str | None] = mapped_column(Text)
+    # Given at upload (lower case); searches can be narrowed to documents with any of them.
+    labels: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list, server_default="{}")
 
     collection: Mapped[Collection] = relationship(back_populates="documents")
 

@@ -1,8 +1,9 @@
 """Dense retrieval: cosine distance over the live generation's chunk embeddings in pgvector.
 
-The collection filter sits inside the same SQL query. pgvector (0.6) applies a WHERE clause
-after the HNSW scan has picked its `ef_search` candidates, so a filter that keeps few chunks
-could return fewer than asked, or none. A filtered search therefore raises `hnsw.ef_search`
+The collection filter (and the documents the metadata filters keep) sits inside the same SQL
+query. pgvector (0.6) applies a WHERE clause after the HNSW scan has picked its `ef_search`
+candidates, so a filter that keeps few chunks could return fewer than asked, or none. A
+filtered search therefore raises `hnsw.ef_search`
 in proportion to how selective the filter is (twice `depth` allowed chunks expected among the
 candidates), and runs as an exact scan over just the allowed chunks instead when they are few,
 when the ef_search it would need passes EF_SEARCH_MAX (the scan would come back short), or
@@ -44,11 +45,14 @@ def dense_search(
     allowed: Sequence[int] | None = None,
     allowed_rows: int | None = None,
     total_rows: int | None = None,
+    documents: Sequence[int] | None = None,
 ) -> list[tuple[int, float]]:
     """The `depth` nearest chunks as (chunk id, cosine similarity), best first.
 
-    `allowed_rows` / `total_rows` (chunks in the allowed collections / in all) say how
-    selective the filter is; when unknown, the HNSW scan is tried first."""
+    `allowed` (collection ids) and `documents` (document ids, from metadata filters) restrict
+    the chunks searched, None meaning no restriction; `allowed_rows` / `total_rows` (chunks
+    allowed / in all) say how selective the restriction is; when unknown, the HNSW scan is
+    tried first."""
     distance = _distance(dimension, query)
     stmt = (
         select(Chunk.id, distance.label("distance"))
@@ -62,13 +66,17 @@ def dense_search(
         if not allowed:
             return []
         stmt = stmt.where(Chunk.collection_id.in_(list(allowed)))
+    if documents is not None:
+        if not documents:
+            return []
+        stmt = stmt.where(any_of(Chunk.document_id, documents))
     ef = scan_plan(depth, ef_search, allowed_rows, total_rows)
     if ef is not None:
         # Ordered by distance alone: the HNSW index gives that order, and a second key
         # (the id, for ties) would make the planner sort a sequential scan instead.
         rows = _with_setting(session, "hnsw.ef_search", str(ef), stmt.order_by(distance))
         wanted = depth if allowed_rows is None else min(depth, allowed_rows)
-        if allowed is None or len(rows) >= wanted:
+        if (allowed is None and documents is None) or len(rows) >= wanted:
             return sorted(((int(i), 1.0 - float(d)) for i, d in rows), key=lambda r: (-r[1], r[0]))
     # Exact: no plain index scans (the HNSW index), bitmap scans of the filter index allowed.
     rows = _with_setting(session, "enable_indexscan", "off", stmt.order_by(distance, Chunk.id))

@@ -220,6 +220,12 @@ class BM25Index:
         """Live chunks (of the `allowed` collections; all when None)."""
         return _over(self.collection_counts(), allowed)
 
+    def count_documents(self, documents: Iterable[int]) -> int:
+        """Live chunks of these documents (each document's rows are kept, so this costs a
+        look-up a document, not a pass over the index)."""
+        rows = self.rows_of_document
+        return sum(len(rows.get(d, ())) for d in documents)
+
     def collection_counts(self) -> Counter[int]:
         """Live chunks per collection (kept until the index changes)."""
         return self._collection_totals()[0]
@@ -276,11 +282,20 @@ class BM25Index:
         # Repeated query terms count again, as in rank-bm25.
         return [self.vocab[t] for t in query_tokens if t in self.vocab]
 
-    def matches(self, query_tokens: Sequence[str], allowed: Sequence[int] | None = None) -> Matches:
+    def matches(
+        self,
+        query_tokens: Sequence[str],
+        allowed: Sequence[int] | None = None,
+        documents: np.ndarray | None = None,
+    ) -> Matches:
         """Every chunk (of `allowed` collections; all when None) that holds a query term, its
         score, and the query's bounds. Chunks holding none score the least and are left out;
         every other scores above it (BM25+ idf is positive for a term a visible chunk holds),
-        so a score above zero before the least is added marks a hit."""
+        so a score above zero before the least is added marks a hit.
+
+        `documents` (sorted ids; None: all) keeps the chunks of those documents alone, before
+        any ranking. The statistics stay those of the `allowed` collections, so a chunk
+        scores the same whether a filter keeps it or not."""
         allowed_ids = _key(allowed)
         terms, avgdl = self._scope(self._term_ids(query_tokens), allowed_ids)
         least, most = self._bounds(terms)
@@ -294,6 +309,8 @@ class BM25Index:
                     rows = s.tf.indices[s.postings(term_id)]
                     row_scores[rows] += idf * s.weights(term_id, avgdl, self.k1, self.b)
             rows = np.flatnonzero((row_scores > 0) & s.mask(allowed_ids))
+            if documents is not None:
+                rows = rows[np.isin(s.document_ids[rows], documents)]
             ids.append(s.chunk_ids[rows])
             scores.append(row_scores[rows] + least)
         return Matches(np.concatenate(ids), np.concatenate(scores), least, most)

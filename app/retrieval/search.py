@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 from sqlalchemy import select
@@ -25,6 +25,7 @@ from app.ingest.embed import get_embedder
 from app.models import Chunk, Collection, Document, FusionCalibration, IndexGeneration
 from app.monitoring.metrics import record_search
 from app.retrieval import dense
+from app.retrieval.filters import Filters, document_ids
 from app.retrieval.fusion import Candidate, Fusion, FusionMethod, fuse
 from app.retrieval.lexical import BM25Index, top_k
 from app.retrieval.lexical_store import lexical_index
@@ -78,6 +79,7 @@ class SearchResult:
     # (cosine and BM25 over its ceiling, weighted) of the top hit, whatever ranked it.
     relevance: float | None = None
     fusion: dict[str, object] | None = None  # hybrid: the fusion used, and where it came from
+    filters: dict[str, Any] = field(default_factory=dict)  # the metadata filters applied
 
     def to_dict(self) -> dict:
         return {
@@ -88,6 +90,7 @@ class SearchResult:
             "reranker": self.reranker,
             "relevance": self.relevance,
             "fusion": self.fusion,
+            "filters": self.filters,
             "timings": self.timings,
             "results": [{**asdict(h), "page": h.page} for h in self.hits],
         }
@@ -154,21 +157,28 @@ def retrieve(
     settings: Settings,
     clock: Clock,
     pinned: Pinned | None = None,
+    documents: Sequence[int] | None = None,
 ) -> Retrieved:
+    """`collections` and `documents` (ids; None: no restriction) say which chunks may be
+    found; both retrievers apply them before ranking."""
     allowed = None if collections is None else sorted(set(collections))
+    kept = None if documents is None else np.unique(np.asarray(documents, dtype=np.int64))
     t = time.perf_counter()
     with _lexical(session, pinned, settings.database_url) as (generation, index):
         total_rows = len(index)
-        allowed_rows = None if allowed is None else index.count(allowed)
+        if kept is not None:  # (the documents are of the allowed collections already)
+            allowed_rows: int | None = index.count_documents(kept.tolist())
+        else:
+            allowed_rows = None if allowed is None else index.count(allowed)
         if mode != "dense":
-            matched = index.matches(tokenize(query), allowed)
+            matched = index.matches(tokenize(query), allowed, kept)
     t = clock.lap("bm25" if mode != "dense" else "generation", t)  # dense: which is live
     if generation is None:
         return Retrieved(generation=None)
     found = Retrieved(generation=generation)
     if mode != "dense":
         found.bm25 = top_k(matched.ids, matched.scores, depth)
-    if mode == "bm25":
+    if mode == "bm25" or (kept is not None and not len(kept)):
         return found
 
     query_vector = get_embedder(generation.embedding_model).encode([query], kind="query")[0]
@@ -183,6 +193,7 @@ def retrieve(
         allowed=allowed,
         allowed_rows=allowed_rows,
         total_rows=total_rows,
+        documents=None if kept is None else kept.tolist(),
     )
     t = clock.lap("dense", t)
     if mode == "dense":
@@ -227,9 +238,11 @@ def search(
     collections: Sequence[int] | None = None,
     rerank: bool = True,
     settings: Settings | None = None,
+    filters: Filters | None = None,
 ) -> SearchResult:
     """Search the live index. `collections`: the collection ids that may be searched (None:
-    all); the filter applies before ranking, in BM25 and in SQL alike."""
+    all); `filters`: metadata filters, resolved to the documents they keep. Both apply
+    before ranking, in BM25 and in SQL alike."""
     settings = settings or get_settings()
     query = check_query(query)
     if mode not in MODES:
@@ -244,6 +257,12 @@ def search(
         result.reranker = {"status": reranker.status, "detail": reranker.detail}
     use_rerank = reranker is not None and reranker.loaded
     depth = max(settings.fusion_depth, k) if mode == "hybrid" else k
+    documents = None
+    if filters is not None and filters.active:
+        result.filters = filters.describe()
+        t = time.perf_counter()
+        documents = document_ids(session, filters, collections)
+        clock.lap("filters", t)
     found = retrieve(
         session,
         query,
@@ -252,6 +271,7 @@ def search(
         collections=collections,
         settings=settings,
         clock=clock,
+        documents=documents,
     )
     result.generation_id = found.generation.id if found.generation else None
     t = time.perf_counter()

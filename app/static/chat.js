@@ -50,9 +50,12 @@
       form.dataset.conversation = data.conversation_id;
       assistant.dataset.message = data.message_id;
       history.replaceState(null, "", `/?c=${data.conversation_id}`);
-      if (data.query) {
+      const filtered = describeFilters(data.filters || {});
+      if (data.query || filtered) {
         const query = assistant.querySelector(".query");
-        query.textContent = `searched for: ${data.query}`;
+        query.textContent = [data.query && `searched for: ${data.query}`, filtered && `filtered by ${filtered}`]
+          .filter(Boolean)
+          .join(" · ");
         query.hidden = false;
       }
       passagesList(turn, data.message_id, data.passages);
@@ -154,4 +157,55 @@
     }
   });
   stop.addEventListener("click", () => controller && controller.abort());
+
+  // Filters: the fields under "Filters", shown above them as chips; a chip's × clears its
+  // field (or takes its label out of the labels field).
+  const chips = document.getElementById("filter-chips");
+  const labelsOf = (text) => text.split(",").map((l) => l.trim()).filter(Boolean);
+
+  function describeFilters(f) {
+    const parts = [];
+    for (const t of f.file_types || []) parts.push(`type: ${t}`);
+    if (f.document) parts.push(`name: ${f.document}`);
+    if (f.uploaded_from) parts.push(`from ${f.uploaded_from}`);
+    if (f.uploaded_to) parts.push(`to ${f.uploaded_to}`);
+    for (const l of f.labels || []) parts.push(`label: ${l}`);
+    return parts.join(", ");
+  }
+
+  function chip(text, clear) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "chip";
+    button.title = "remove this filter";
+    button.textContent = `${text} ×`;
+    button.addEventListener("click", () => {
+      clear();
+      renderChips();
+    });
+    return button;
+  }
+
+  function renderChips() {
+    const found = [];
+    for (const box of form.querySelectorAll('input[name="file_types"]:checked')) {
+      found.push(chip(`type: ${box.value}`, () => (box.checked = false)));
+    }
+    for (const [name, label] of [["document", "name: "], ["uploaded_from", "from "], ["uploaded_to", "to "]]) {
+      const field = form.elements[name];
+      if (field.value.trim()) found.push(chip(label + field.value.trim(), () => (field.value = "")));
+    }
+    const labels = form.elements.labels;
+    for (const l of labelsOf(labels.value)) {
+      found.push(
+        chip(`label: ${l}`, () => (labels.value = labelsOf(labels.value).filter((x) => x !== l).join(", "))),
+      );
+    }
+    chips.replaceChildren(...found);
+    chips.hidden = found.length === 0;
+  }
+
+  form.querySelector(".filters").addEventListener("input", renderChips);
+  form.querySelector(".filters").addEventListener("change", renderChips);
+  renderChips();
 })();

@@ -10,6 +10,7 @@
 
   function upload(files) {
     const collection = document.getElementById("collection").value;
+    const labels = document.getElementById("labels").value;
     const empty = document.getElementById("no-documents");
     if (empty) empty.remove();
     for (const file of files) {
@@ -24,6 +25,7 @@
       rows().prepend(row);
       const body = new FormData();
       body.append("collection", collection);
+      body.append("labels", labels);
       body.append("files", file, file.name);
       fetch("/documents/upload", { method: "POST", body, headers: { "X-CSRF-Token": csrf } })
         .then((response) => response.text().then((html) => ({ response, html })))
@@ -33,6 +35,9 @@
             htmx.process(rows());
           } else {
             state.textContent = `upload failed (${response.status})`;
+            try {
+              state.textContent += `: ${JSON.parse(html).error.message}`;
+            } catch {}
           }
         })
         .catch((err) => { state.textContent = `upload failed: ${err}`; });

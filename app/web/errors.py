@@ -10,12 +10,15 @@ import logging
 import redis.exceptions
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from psycopg.errors import NumericValueOutOfRange
 from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import AppError, Invalid, Unavailable
+from app.web import openai
 from app.web.render import is_htmx, render, signin_redirect
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,8 @@ def wants_html(request: Request) -> bool:
 
 
 def error_response(request: Request, err: AppError) -> Response:
+    if openai.is_v1(request):
+        return openai.app_error_response(err)
     if not wants_html(request):
         return JSONResponse({"error": err.to_dict()}, status_code=err.status)
     if err.status == 401:  # not signed in, or the session expired: to the sign-in page
@@ -49,8 +54,20 @@ def install(app: FastAPI) -> None:
     async def validation_error(request: Request, err: RequestValidationError) -> Response:
         first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = str(first["msg"])
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if openai.is_v1(request):  # a body that is not JSON at all is a 400, as OpenAI's
+            unreadable = first.get("type") == "json_invalid"
+            if unreadable or (first.get("type") == "missing" and not where):
+                return openai.error_response(400, message, "invalid_request")
+            return openai.error_response(422, message, "invalid_request", where or None)
         return error_response(request, Invalid(f"{where}: {message}" if where else message))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> Response:
+        """No such route or method: OpenAI's shape under /v1, FastAPI's own elsewhere."""
+        if openai.is_v1(request):
+            return openai.error_response(err.status_code, str(err.detail), "not_found")
+        return await http_exception_handler(request, err)
 
     @app.exception_handler(DataError)
     async def out_of_range(request: Request, err: DataError) -> Response:

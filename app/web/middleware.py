@@ -70,8 +70,9 @@ class RefuseNul:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        v1 = scope["path"] == "/v1" or scope["path"].startswith("/v1/")
         if "\x00" in scope["path"] or b"\x00" in unquote_to_bytes(scope["query_string"]):
-            await refuse(send, 422, NUL_MESSAGE)
+            await refuse(send, 422, NUL_MESSAGE, v1)
             return
         content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
         if not content_type.startswith(TEXT_BODIES):
@@ -86,11 +87,11 @@ class RefuseNul:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > MAX_TEXT_BODY:
-                await refuse(send, 413, f"a text body is limited to {MAX_TEXT_BODY} bytes")
+                await refuse(send, 413, f"a text body is limited to {MAX_TEXT_BODY} bytes", v1)
                 return
         escaped = next(p for kind, p in _ESCAPED_NUL.items() if content_type.startswith(kind))
         if b"\x00" in body or escaped.search(body):
-            await refuse(send, 422, NUL_MESSAGE)
+            await refuse(send, 422, NUL_MESSAGE, v1)
             return
         replayed = False
 
@@ -104,9 +105,13 @@ class RefuseNul:
         await self.app(scope, replay, send)
 
 
-async def refuse(send: Send, status: int, message: str) -> None:
+async def refuse(send: Send, status: int, message: str, v1: bool = False) -> None:
+    """The refusal, in OpenAI's error shape under /v1 (`app.web.openai`)."""
     code = "invalid" if status == 422 else "too_large"
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    error: dict[str, str | None] = {"code": code, "message": message}
+    if v1:
+        error.update(type="invalid_request_error", param=None)
+    body = json.dumps({"error": error}).encode()
     await send(
         {
             "type": "http.response.start",

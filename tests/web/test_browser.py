@@ -263,3 +263,44 @@ def _full_page_screenshot(driver, path: Path) -> None:
         driver.save_screenshot(str(path))
     finally:
         driver.set_window_size(1280, 1000)
+
+
+def test_chat_filters_show_as_chips_that_remove_them_and_narrow_the_answer(
+    browser_driver, settings, facts, admin_key
+):
+    driver = browser_driver
+    nowhere = settings.model_copy(update={"llm_base_url": "http://127.0.0.1:9/v1"})
+    with serving(create_app(nowhere)) as url:
+        sign_in(driver, url)
+        driver.get(f"{url}/")
+        Select(driver.find_element(By.NAME, "collection")).select_by_visible_text(facts)
+        driver.find_element(By.CSS_SELECTOR, ".filters summary").click()
+        driver.find_element(By.CSS_SELECTOR, 'input[name="file_types"][value="pdf"]').click()
+        driver.find_element(By.NAME, "labels").send_keys("hr, policy")
+        wait = WebDriverWait(driver, 60, ignored_exceptions=[StaleElementReferenceException])
+
+        def chips(d) -> list[str]:
+            return [c.text for c in d.find_elements(By.CSS_SELECTOR, "#filter-chips .chip")]
+
+        wait.until(lambda d: chips(d) == ["type: pdf ×", "label: hr ×", "label: policy ×"])
+        driver.find_elements(By.CSS_SELECTOR, "#filter-chips .chip")[1].click()  # label: hr
+        wait.until(lambda d: chips(d) == ["type: pdf ×", "label: policy ×"])
+        assert driver.find_element(By.NAME, "labels").get_attribute("value") == "policy"
+        driver.find_element(By.CSS_SELECTOR, "#filter-chips .chip").click()  # type: pdf
+        wait.until(lambda d: chips(d) == ["label: policy ×"])
+        driver.find_element(By.NAME, "labels").clear()
+        driver.find_element(By.CSS_SELECTOR, 'input[name="file_types"][value="pdf"]').click()
+        wait.until(lambda d: chips(d) == ["type: pdf ×"])
+        # No PDF in the collection: the answer declines without asking the (absent) LLM.
+        driver.find_element(By.NAME, "question").send_keys("When was the Eiffel Tower finished?")
+        driver.find_element(By.ID, "send").click()
+        wait.until(
+            lambda d: (
+                d.find_elements(By.CSS_SELECTOR, ".assistant[data-status]")
+                and d.find_elements(By.CSS_SELECTOR, ".assistant")[-1].get_attribute("data-status")
+                in ("done", "error")
+            )
+        )
+        assistant = driver.find_elements(By.CSS_SELECTOR, ".assistant")[-1]
+        assert "do not cover" in assistant.find_element(By.CSS_SELECTOR, ".answer").text
+        assert "filtered by type: pdf" in assistant.find_element(By.CSS_SELECTOR, ".query").text
