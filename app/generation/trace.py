@@ -60,11 +60,8 @@ class Trace:
             "mode": result.mode,
             "k": len(result.hits),
             "generation": result.generation_id,
-            "fusion": {
-                "method": s.fusion_method,
-                "dense_weight": s.fusion_dense_weight,
-                "depth": s.fusion_depth,
-            },
+            # the fusion this search used (the collection's calibration or the default)
+            "fusion": {**(result.fusion or {}), "depth": s.fusion_depth},
             "reranked": result.reranked,
             "reranker": result.reranker,
             "timings": result.timings,

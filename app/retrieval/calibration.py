@@ -1,8 +1,8 @@
 """How a collection's hybrid search fuses its BM25 and dense lists.
 
-Without labels, every query is fused by the default (FUSION_METHOD; `confidence` weighs each
-retriever by how far its best hit stands out on that query, so a collection whose words do
-not match its questions leans on dense search by itself). Where a collection has labels, an
+Without labels, every query is fused by the default (FUSION_METHOD, reciprocal rank fusion:
+the best worst case over three unlike corpora, see the README's "Choosing the fusion").
+Where a collection has labels, an
 eval set an admin gave it or answers people rated, a background job tries each fusion on
 them and the collection's searches use the best; it runs again when the labels change, the
 collection grows or shrinks by a tenth, or another generation goes live. The admin panel

@@ -94,6 +94,7 @@ def test_trace_of_an_answer_and_of_its_follow_up(
     assert trace["rewrite"] is None and trace["query"] == first["query"]
     search = trace["search"]
     assert search["mode"] == "hybrid" and search["fusion"]["method"] == settings.fusion_method
+    assert search["fusion"]["source"] == "default"  # no labels: no calibration
     assert search["fusion"]["dense_weight"] == settings.fusion_dense_weight
     assert {"bm25_ms", "embed_ms", "dense_ms", "fusion_ms", "fetch_ms", "total_ms"} <= set(
         search["timings"]
