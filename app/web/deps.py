@@ -35,8 +35,9 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 def get_session(request: Request) -> Iterator[Session]:
     """A session per request; committed when the route returns without error, before the
     response is sent (scope="function"): a browser that follows a redirect at once (signing
-    in, then the page it asked for) must find what the request wrote. Routes that enqueue
-    tasks commit first themselves, so that a worker always finds the rows."""
+    in, then the page it asked for) must find what the request wrote. Jobs go out after the
+    commit (`app.jobs`). A route that waits on an LLM inside its own units of work commits
+    first (`/v1`), so that the rows it touched (an API key's last use) are not held locked."""
     with session_scope(request.app.state.settings) as session:
         yield session
 

@@ -355,7 +355,8 @@ def test_cli_ask_json(llm_settings: Settings, facts: str):
     )
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
-    assert set(body) == {"answer", "abstained", "citations", "query", "timings"}
+    assert set(body) == {"answer", "abstained", "citations", "query", "filters", "timings"}
+    assert body["filters"] == {}  # none given
     assert set(body["timings"]) == {"retrieval_ms", "ttft_ms", "total_ms"}
     for c in body["citations"]:
         assert set(c) == {

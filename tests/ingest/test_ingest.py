@@ -391,7 +391,7 @@ def test_cli_ingest_folder(settings: Settings, worker: WorkerProcess, tmp_path: 
     out = json.loads(result.stdout)
     by_name = {d["filename"]: d for d in out["documents"]}
     assert set(by_name) == {*GOOD, "evil.pdf"}
-    assert set(out["documents"][0]) == {"id", "filename", "status", "chunks", "error"}
+    assert set(out["documents"][0]) == {"id", "filename", "status", "chunks", "error", "labels"}
     assert by_name["evil.pdf"]["status"] == "rejected"
     assert all(by_name[n]["status"] == "indexed" and by_name[n]["chunks"] > 0 for n in GOOD)
 

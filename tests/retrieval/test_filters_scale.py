@@ -35,10 +35,14 @@ def wait_for_idle_ingestion(timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while True:
         with session_scope() as s:
-            busy = s.scalar(select(Document.id).where(Document.status.in_(IN_FLIGHT)).limit(1))
-        if busy is None:
+            busy = s.execute(
+                select(Document.filename, Document.status, Document.updated_at)
+                .where(Document.status.in_(IN_FLIGHT))
+                .limit(5)
+            ).all()
+        if not busy:
             return
-        assert time.monotonic() < deadline, "documents are still being ingested"
+        assert time.monotonic() < deadline, f"documents are still being ingested: {busy}"
         time.sleep(0.5)
 
 

@@ -379,8 +379,10 @@ def test_evals_retrieval_runs_end_to_end_and_is_stored(settings: Settings, tmp_p
         "hybrid, confidence",
         "hybrid, weighted 0.5",
     }
-    for metrics in modes.values():
-        assert set(metrics) >= {"ndcg@10", "recall@100", "mrr@10", "p50_ms", "p95_ms"}
+    for name, metrics in modes.items():
+        assert set(metrics) >= {"ndcg@10", "recall@100", "mrr@10"}
+        if not name.startswith("hybrid, "):  # the fixed fusions are ranked offline: no timings
+            assert set(metrics) >= {"p50_ms", "p95_ms"}
         assert metrics["ndcg@10"] == 1.0  # three documents: each query's answer comes first
     with session_scope() as s:
         stored = s.scalar(
