@@ -186,6 +186,7 @@
     return button;
   }
 
+  let shownChips = null;
   function renderChips() {
     const found = [];
     for (const box of form.querySelectorAll('input[name="file_types"]:checked')) {
@@ -201,6 +202,11 @@
         chip(`label: ${l}`, () => (labels.value = labelsOf(labels.value).filter((x) => x !== l).join(", "))),
       );
     }
+    // Leaving the labels field fires "change" on the press of a chip: replacing the same chips
+    // then would take the button away before its click lands.
+    const key = found.map((b) => b.textContent).join("\n");
+    if (key === shownChips) return;
+    shownChips = key;
     chips.replaceChildren(...found);
     chips.hidden = found.length === 0;
   }
