@@ -324,7 +324,12 @@ def eval_series(session: Session) -> list[EvalSeries]:
         these = these[-EVAL_RUNS_SHOWN:]
         if kind == "retrieval":
             item = EvalSeries(kind, dataset, "nDCG@10", [r.created_at for r in these])
-            modes = sorted({m for r in these for m, v in r.metrics.items() if isinstance(v, dict)})
+            # bm25, dense and the default hybrid; the fixed fusions beside it ("hybrid, rrf")
+            # stay in the run's figures
+            modes = sorted(
+                {m for r in these for m, v in r.metrics.items() if isinstance(v, dict)}
+                - {m for r in these for m in r.metrics if ", " in m}
+            )
             for mode in modes:
                 item.series[mode] = [_ndcg(r.metrics.get(mode)) for r in these]
         else:
