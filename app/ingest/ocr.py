@@ -16,16 +16,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import signal
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.config import get_settings
-from app.ingest.structure import Limits, OcrPage, ParseError
+from app.ingest.structure import Limits, OcrPage, ParseError, alarm
 from app.runtime import model_threads
 
 log = logging.getLogger(__name__)
@@ -217,30 +216,15 @@ def paragraphs(lines: list[_Line]) -> list[str]:
     ]
 
 
-@contextlib.contextmanager
-def page_time_limit(seconds: float) -> Iterator[None]:
+def page_time_limit(seconds: float) -> contextlib.AbstractContextManager[None]:
     """Raise PageTimeout in the block once `seconds` have passed. The document's reading
     budget (`structure.time_budget`) is paused meanwhile and goes on afterwards: OCR has its
     own limits (per page, and OCR_MAX_PAGES pages). onnxruntime is interrupted when it
     returns to Python (between the detector, each batch of lines, the recogniser), within
-    about a second. In a process's main thread only (signals), else no limit."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
-
-    def expired(signum: int, frame: object) -> None:
-        raise PageTimeout(f"took longer than {seconds:g} s (OCR_PAGE_TIME_LIMIT_S)")
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        if outer_left > 0:
-            signal.setitimer(signal.ITIMER_REAL, outer_left)
+    about a second."""
+    return alarm(
+        seconds, lambda: PageTimeout(f"took longer than {seconds:g} s (OCR_PAGE_TIME_LIMIT_S)")
+    )
 
 
 NOTHING_READ = "no text found (OCR read nothing)"

@@ -7,7 +7,7 @@ import contextlib
 import re
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -89,17 +89,18 @@ class Assembled:
 
 
 @contextlib.contextmanager
-def time_budget(seconds: float) -> Iterator[None]:
-    """Raise ParseError in the block once `seconds` have passed (DOCUMENT_TIME_LIMIT_S): a
-    file whose structure makes a parser crawl costs one failed document, not the worker's
-    whole task. Python code is interrupted between bytecodes, C code (a parser's inner loop)
-    when it returns to Python; only in a process's main thread (signals), else no limit."""
+def alarm(seconds: float, error: Callable[[], Exception]) -> Iterator[None]:
+    """Raise `error()` in the block once `seconds` have passed. Python code is interrupted
+    between bytecodes, C code (a parser's inner loop, onnxruntime) when it returns to Python.
+    An alarm already set outside is paused meanwhile and goes on afterwards. In a process's
+    main thread only (signals), else no limit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    outer_left, _ = signal.getitimer(signal.ITIMER_REAL)
 
     def expired(signum: int, frame: object) -> None:
-        raise ParseError(f"reading it took longer than {seconds:.0f} s (DOCUMENT_TIME_LIMIT_S)")
+        raise error()
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -108,6 +109,18 @@ def time_budget(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer_left > 0:
+            signal.setitimer(signal.ITIMER_REAL, outer_left)
+
+
+def time_budget(seconds: float) -> contextlib.AbstractContextManager[None]:
+    """Raise ParseError in the block once `seconds` have passed (DOCUMENT_TIME_LIMIT_S): a
+    file whose structure makes a parser crawl costs one failed document, not the worker's
+    whole task."""
+    return alarm(
+        seconds,
+        lambda: ParseError(f"reading it took longer than {seconds:.0f} s (DOCUMENT_TIME_LIMIT_S)"),
+    )
 
 
 def clean(text: str) -> str:
