@@ -122,3 +122,29 @@ def sign_in(client: TestClient, email: str, password: str, headers: dict | None 
         headers=headers or {},
         follow_redirects=False,
     )
+
+
+def member_reading(
+    settings, auth: dict[str, str], document: tuple[str, bytes], key_name: str
+) -> dict:
+    """A new member with an API key who may read one new collection holding `document`
+    (indexed): {"key", "collection"}."""
+    from sqlalchemy import select
+
+    from app.accounts import service as accounts
+    from app.collections import access
+    from app.db import session_scope
+    from app.main import create_app
+    from app.models import Collection, User
+
+    name = new_collection()
+    with TestClient(create_app(settings), headers=auth) as c:
+        doc = upload(c, name, document)
+        wait_settled(c, [doc.json()["documents"][0]["id"]])
+    with session_scope() as s:
+        user = accounts.create_user(s, f"m-{uuid.uuid4().hex[:8]}@tests.example", "p" * 12)
+        key, _ = accounts.create_api_key(s, user, key_name)
+        collection = s.scalar(select(Collection).where(Collection.name == name))
+        assert collection is not None
+        access.add_member(s, collection, user=s.get(User, user.id))
+    return {"key": key, "collection": name}

@@ -11,11 +11,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from app.accounts.service import audit
-from app.collections.access import readable_collections
-from app.collections.service import DEFAULT_COLLECTION, collection_for_upload, get_collection
+from app.collections.service import DEFAULT_COLLECTION, get_collection
 from app.documents import service
 from app.documents.service import Added
-from app.documents.uploads import receive_and_store
+from app.documents.uploads import receive_and_store, upload_target
 from app.models import Document
 from app.web.deps import CsrfDep, CurrentUser, SessionDep, SettingsDep, readable
 from app.web_pages.addresses import MAX_URL_CHARS
@@ -187,13 +186,7 @@ def add_web_pages(body: UrlsIn, session: SessionDep, settings: SettingsDep, who:
             {"error": {"code": "invalid", "message": f"a URL is over {MAX_URL_CHARS} characters"}},
             status_code=422,
         )
-    target = collection_for_upload(
-        session,
-        body.collection,
-        readable=readable_collections(session, who.user),
-        creator=who.user,
-        members_may_create=settings.members_may_create,
-    )
+    target = upload_target(session, body.collection, who, settings)
     results = add_urls(session, target, body.urls, settings, uploaded_by=who.user)
     out = DocumentList(documents=[document_out(r.document, r.duplicate) for r in results])
     return JSONResponse(out.model_dump(mode="json"), status_code=upload_status(results))

@@ -9,16 +9,14 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
 from app.accounts.service import audit
-from app.collections.access import readable_collections
 from app.collections.service import (
     DEFAULT_COLLECTION,
     check_collection_name,
-    collection_for_upload,
     list_collections,
 )
 from app.documents import service
 from app.documents.api import upload_status
-from app.documents.uploads import receive_and_store
+from app.documents.uploads import receive_and_store, upload_target
 from app.web.deps import CsrfDep, CurrentUser, SessionDep, SettingsDep, client_address, readable
 from app.web.render import render
 from app.web_pages.addresses import MAX_URL_CHARS
@@ -68,13 +66,7 @@ def add_web_page(
     collection: Annotated[str, Form(max_length=200)] = DEFAULT_COLLECTION,
 ):
     """The page's URL field: one web page (or sitemap), answered with its row."""
-    target = collection_for_upload(
-        session,
-        collection,
-        readable=readable_collections(session, who.user),
-        creator=who.user,
-        members_may_create=settings.members_may_create,
-    )
+    target = upload_target(session, collection, who, settings)
     results = add_urls(session, target, [url], settings, uploaded_by=who.user)
     # 200 even for a refused URL: its row says why (htmx swaps in 2xx answers only).
     return render(request, "_document_rows.html", {"documents": [r.document for r in results]})

@@ -215,6 +215,18 @@ def _extended_filename(header: str) -> str | None:
     return None
 
 
+def upload_target(session: Session, name: str, who: SignedIn, settings: Settings) -> Collection:
+    """The collection a person's upload (files or URLs) goes to: one they may read, or a new
+    one where they may create collections."""
+    return collection_for_upload(
+        session,
+        name,
+        readable=readable_collections(session, who.user),
+        creator=who.user,
+        members_may_create=settings.members_may_create,
+    )
+
+
 async def receive_and_store(
     request: Request,
     session: Session,
@@ -231,13 +243,7 @@ async def receive_and_store(
     try:
         name = received.fields.get("collection") or collection or DEFAULT_COLLECTION
         given = check_labels(received.fields.get("labels") or labels)
-        target = collection_for_upload(
-            session,
-            name,
-            readable=readable_collections(session, who.user),
-            creator=who.user,
-            members_may_create=settings.members_may_create,
-        )
+        target = upload_target(session, name, who, settings)
     except BaseException:
         received.close()
         raise

@@ -13,19 +13,10 @@ from pathlib import Path
 import yaml
 
 from app.monitoring.metrics import sample_names
+from tests.monitoring.test_metrics import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "monitoring/grafana/dashboards/groundwork.json"
-FAMILIES = (
-    "groundwork_http_request_duration_seconds",
-    "groundwork_search_duration_seconds",
-    "groundwork_embed_seconds",
-    "groundwork_ingest_documents_total",
-    "groundwork_queue_depth",
-    "groundwork_llm_time_to_first_token_seconds",
-    "groundwork_llm_tokens_total",
-    "groundwork_answers_total",
-)
 
 
 def dashboard_metrics() -> set[str]:

@@ -6,27 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import httpx2
 import pytest
-from fastapi.testclient import TestClient
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from sqlalchemy import select
 
-from app.accounts import service as accounts
-from app.collections import access
 from app.config import Settings
 from app.db import session_scope
 from app.generation import prompts
 from app.infra.worker_process import WorkerProcess
 from app.main import create_app
-from app.models import Collection, Message, User
-from tests.helpers import new_collection, serving, upload, wait_settled
+from app.models import Message
+from tests.helpers import member_reading, serving
 from tests.web.test_openai import ANSWER, FakeLLM
 
 TOOLS = {"search", "ask", "list_collections", "get_passage"}
@@ -44,17 +40,9 @@ def mcp_url(settings: Settings, worker: WorkerProcess) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def member(settings: Settings, worker: WorkerProcess, auth: dict[str, str]) -> dict:
     """A member who may read one collection of her own (about tea), not `facts`."""
-    name = new_collection()
-    with TestClient(create_app(settings), headers=auth) as c:
-        doc = upload(c, name, ("tea.md", b"# Tea\n\nGreen tea is steeped at eighty degrees."))
-        wait_settled(c, [doc.json()["documents"][0]["id"]])
-    with session_scope() as s:
-        user = accounts.create_user(s, f"m-{uuid.uuid4().hex[:8]}@tests.example", "p" * 12)
-        key, _ = accounts.create_api_key(s, user, "mcp")
-        collection = s.scalar(select(Collection).where(Collection.name == name))
-        assert collection is not None
-        access.add_member(s, collection, user=s.get(User, user.id))
-    return {"key": key, "collection": name}
+    return member_reading(
+        settings, auth, ("tea.md", b"# Tea\n\nGreen tea is steeped at eighty degrees."), "mcp"
+    )
 
 
 def session(url: str, key: str | None, mode: str = "auto"):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -19,17 +18,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from app.accounts import service as accounts
-from app.collections import access
 from app.config import Settings
 from app.db import session_scope
 from app.generation import prompts
 from app.infra.worker_process import WorkerProcess
 from app.main import create_app
-from app.models import Collection, Message, User
+from app.models import Message
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.generation.test_answers import SlowLLM
-from tests.helpers import new_collection, serving, sign_in, upload, wait_settled
+from tests.helpers import member_reading, serving, sign_in
 
 QUESTION = "When was the Eiffel Tower finished?"
 ANSWER = "The Eiffel Tower was finished in 1889 [1]."
@@ -100,19 +97,9 @@ def gw(groundwork_url: str, admin_key: str) -> openai.OpenAI:
 @pytest.fixture(scope="module")
 def member(settings: Settings, worker: WorkerProcess, auth: dict[str, str]) -> dict:
     """A member who may read one collection of her own (about espresso), not `facts`."""
-    from fastapi.testclient import TestClient
-
-    name = new_collection()
-    with TestClient(create_app(settings), headers=auth) as c:
-        doc = upload(c, name, ("brew.md", b"# Brewing\n\nA moka pot brews coffee on a stove."))
-        wait_settled(c, [doc.json()["documents"][0]["id"]])
-    with session_scope() as s:
-        user = accounts.create_user(s, f"m-{uuid.uuid4().hex[:8]}@tests.example", "p" * 12)
-        key, _ = accounts.create_api_key(s, user, "v1")
-        collection = s.scalar(select(Collection).where(Collection.name == name))
-        assert collection is not None
-        access.add_member(s, collection, user=s.get(User, user.id))
-    return {"key": key, "collection": name}
+    return member_reading(
+        settings, auth, ("brew.md", b"# Brewing\n\nA moka pot brews coffee on a stove."), "v1"
+    )
 
 
 # -- models ----------------------------------------------------------------------------------
