@@ -235,7 +235,7 @@ class LlamaKind(PartKind):
         argv = [
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "app.infra.llama_server",  # llama_cpp.server, safe on CPUs reporting AMX
             "--model",
             str(gguf),
             "--model_alias",
