@@ -26,7 +26,7 @@ def without_extra_buffers() -> None:
 
     default = low.llama_model_default_params
 
-    def params():  # type: ignore[no-untyped-def]
+    def params():
         p = default()
         p.use_extra_bufts = False
         return p

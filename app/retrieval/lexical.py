@@ -47,6 +47,23 @@ class Segment:
     _df: dict[int, int] = field(default_factory=dict, repr=False)
     # Rows that are live and in the allowed collections, per allowed set (until rows die).
     _masks: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, repr=False)
+    # The rows ordered by document id, and those ids (made on first use; never change).
+    _by_document: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    def rows_of(self, documents: np.ndarray) -> np.ndarray:
+        """The live rows of these documents (sorted, unique ids): a binary search a
+        document, so no per-row Python object is kept for it."""
+        if self._by_document is None:
+            order = np.argsort(self.document_ids, kind="stable")
+            self._by_document = order, self.document_ids[order]
+        order, ids = self._by_document
+        start = np.searchsorted(ids, documents, "left")
+        stop = np.searchsorted(ids, documents, "right")
+        counts = stop - start
+        # each document's run of positions in `order`, laid end to end
+        runs = np.repeat(start - np.cumsum(counts) + counts, counts)
+        rows = order[runs + np.arange(int(counts.sum()))]
+        return rows[self.live[rows]]
 
     def df(self, term_id: int, allowed: tuple[int, ...] | None) -> int:
         """How many rows that are live (and in `allowed`, unless None) hold the term. Read
@@ -86,12 +103,15 @@ class Segment:
             m = self._masks[allowed] = self.live & np.isin(self.collection_ids, allowed)
         return m
 
-    def kill(self, row: int) -> None:
-        if self.live[row]:
-            self.live[row] = False
-            self.dead += 1
+    def kill(self, rows: np.ndarray) -> int:
+        """Mark live rows dead; returns how many."""
+        if not len(rows):
+            return 0
+        self.live[rows] = False
+        self.dead += len(rows)
         self._df.clear()
         self._masks.clear()
+        return len(rows)
 
 
 Row = tuple[int, int, int, Sequence[str]]  # chunk id, document id, collection id, tokens
@@ -109,7 +129,6 @@ class BM25Index:
         self.k1, self.b, self.delta = k1, b, delta
         self.vocab: dict[str, int] = {}
         self.segments: list[Segment] = []
-        self.rows_of_document: dict[int, list[tuple[int, int]]] = {}
         self._totals: tuple[Counter[int], Counter[int]] | None = None
 
     # -- building -------------------------------------------------------------------------
@@ -157,18 +176,12 @@ class BM25Index:
         return len(chunk_ids)
 
     def _append(self, segment: Segment) -> None:
-        index = len(self.segments)
         self.segments.append(segment)
-        for row, document_id in enumerate(segment.document_ids.tolist()):
-            self.rows_of_document.setdefault(document_id, []).append((index, row))
         self._totals = None
 
     def remove_documents(self, document_ids: Iterable[int]) -> int:
-        removed = 0
-        for document_id in document_ids:
-            for index, row in self.rows_of_document.pop(document_id, []):
-                self.segments[index].kill(row)
-                removed += 1
+        documents = _sorted_ids(document_ids)
+        removed = sum(s.kill(s.rows_of(documents)) for s in self.segments)
         if removed:
             self._totals = None
         return removed
@@ -206,9 +219,6 @@ class BM25Index:
             live=np.ones(sum(live_rows[start:]), dtype=bool),
         )
         del self.segments[start:]
-        for document_id in set(merged.document_ids.tolist()):
-            kept = [(i, row) for i, row in self.rows_of_document[document_id] if i < start]
-            self.rows_of_document[document_id] = kept
         self._append(merged)
 
     # -- statistics -----------------------------------------------------------------------
@@ -221,10 +231,10 @@ class BM25Index:
         return _over(self.collection_counts(), allowed)
 
     def count_documents(self, documents: Iterable[int]) -> int:
-        """Live chunks of these documents (each document's rows are kept, so this costs a
-        look-up a document, not a pass over the index)."""
-        rows = self.rows_of_document
-        return sum(len(rows.get(d, ())) for d in documents)
+        """Live chunks of these documents (a binary search a document in each segment, not
+        a pass over the index)."""
+        ids = _sorted_ids(documents)
+        return sum(len(s.rows_of(ids)) for s in self.segments)
 
     def collection_counts(self) -> Counter[int]:
         """Live chunks per collection (kept until the index changes)."""
@@ -327,6 +337,10 @@ def _over(per_collection: Counter[int], allowed: Sequence[int] | None) -> int:
     if allowed is None:
         return sum(per_collection.values())
     return sum(per_collection[c] for c in set(allowed))
+
+
+def _sorted_ids(ids: Iterable[int]) -> np.ndarray:
+    return np.unique(np.fromiter(ids, dtype=np.int64))
 
 
 def _key(allowed: Sequence[int] | None) -> tuple[int, ...] | None:

@@ -14,15 +14,21 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Chunk, GenerationState, IndexChange, IndexGeneration
+from app.retrieval import lexical_snapshot as snapshot
 from app.retrieval.lexical import BM25Index
 
 log = logging.getLogger(__name__)
 LOAD_BATCH = 5000
+# A new snapshot is written once the change log has moved on by this share of the index's
+# chunks since the last one, so that a process starting replays at most about that much.
+SNAPSHOT_AFTER = 0.1
 
 
 def _rows(session: Session, generation_id: int, document_ids: list[int] | None = None):
@@ -38,11 +44,16 @@ def _rows(session: Session, generation_id: int, document_ids: list[int] | None =
 
 
 class LexicalFollower:
-    def __init__(self) -> None:
+    """`snapshots`: where this database's BM25 snapshots are kept (None: none are)."""
+
+    def __init__(self, snapshots: Path | None = None) -> None:
         self._lock = threading.Lock()
         self.index: BM25Index | None = None
         self.generation_id: int | None = None
         self.last_change = 0
+        self.snapshots = snapshots
+        self.key: snapshot.Key | None = None  # of the snapshot last read or written
+        self.loaded_from = ""  # "snapshot" or "database", for logs and benchmarks
 
     @contextmanager
     def synced(self, session: Session) -> Iterator[BM25Index]:
@@ -66,22 +77,53 @@ class LexicalFollower:
             yield self.index
 
     def _load(self, session: Session, generation_id: int, last_change: int) -> None:
+        """The generation's index: from the newest snapshot with the changes since replayed,
+        else built from every chunk in Postgres (and a snapshot written for next time)."""
         started = time.perf_counter()
-        index = BM25Index()
-        batch: list = []
-        for row in _rows(session, generation_id):
-            batch.append(row)
-            if len(batch) >= LOAD_BATCH * 4:
-                index.add(batch)
-                batch = []
-        index.add(batch)
-        self.index, self.generation_id, self.last_change = index, generation_id, last_change
+        made = session.scalar(
+            select(IndexGeneration.created_at).where(IndexGeneration.id == generation_id)
+        )
+        key = snapshot.Key(generation_id, made.isoformat() if made else "", last_change)
+        found = snapshot.newest(self.snapshots, key) if self.snapshots else None
+        index = snapshot.load(found[0]) if found else None
+        if found and index is not None:
+            self.index, self.generation_id = index, generation_id
+            self.key = replace(key, last_change=found[1])
+            self.last_change, self.loaded_from = found[1], "snapshot"
+            if last_change > found[1]:
+                self._apply_changes(session, last_change)
+        else:
+            index = BM25Index()
+            batch: list = []
+            for row in _rows(session, generation_id):
+                batch.append(row)
+                if len(batch) >= LOAD_BATCH * 4:
+                    index.add(batch)
+                    batch = []
+            index.add(batch)
+            self.index, self.generation_id, self.last_change = index, generation_id, last_change
+            self.key, self.loaded_from = None, "database"
+            self._snapshot(key)
         log.info(
-            "BM25 index of generation %s: %d chunks in %.2fs",
+            "BM25 index of generation %s: %d chunks from the %s in %.2fs",
             generation_id,
-            len(index),
+            len(self.index),
+            self.loaded_from,
             time.perf_counter() - started,
         )
+
+    def _snapshot(self, key: snapshot.Key) -> None:
+        """Write the index as it is now to a snapshot, on a thread of its own (the arrays
+        it writes are not changed in place, but for the live flags, copied here)."""
+        if self.snapshots is None or self.index is None:
+            return
+        frozen = BM25Index(self.index.k1, self.index.b, self.index.delta)
+        frozen.vocab = dict(self.index.vocab)
+        frozen.segments = [replace(s, live=s.live.copy()) for s in self.index.segments]
+        self.key = key
+        threading.Thread(
+            target=snapshot.save, args=(frozen, self.snapshots, key), daemon=True
+        ).start()
 
     def _apply_changes(self, session: Session, last_change: int) -> None:
         assert self.index is not None and self.generation_id is not None
@@ -97,6 +139,9 @@ class LexicalFollower:
         self.index.remove_documents(documents)
         self.index.add(_rows(session, self.generation_id, documents))
         self.last_change = last_change
+        behind = last_change - (self.key.last_change if self.key else 0)
+        if self.key is not None and behind > SNAPSHOT_AFTER * len(self.index):
+            self._snapshot(replace(self.key, last_change=last_change))
 
 
 _followers: dict[str, LexicalFollower] = {}
@@ -107,8 +152,9 @@ def lexical_index(database_url: str | None = None) -> LexicalFollower:
     """This process's follower of a database (the settings' by default)."""
     from app.config import get_settings
 
-    url = database_url or get_settings().database_url or ""
+    settings = get_settings()
+    url = database_url or settings.database_url or ""
     with _followers_lock:
         if url not in _followers:
-            _followers[url] = LexicalFollower()
+            _followers[url] = LexicalFollower(snapshot.folder_for(settings.data_path, url))
         return _followers[url]
