@@ -53,7 +53,7 @@ def cmd_retrieval(args: argparse.Namespace) -> dict:
         ]
         print(
             f"{report['dataset']}: {report['queries']} queries (run {report['run_id']}); "
-            f"hybrid is the default fusion, {report['default_fusion']}"
+            f"hybrid uses the collection's fusion: {report['default_fusion']}"
         )
         print(table(["mode", "nDCG@10", "Recall@100", "MRR@10", "p50 ms", "p95 ms"], rows))
     return report

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from app.config import Settings
 from app.db import session_scope
 from app.models import Chunk, Document, EvalRun
+from app.retrieval.calibration import calibrate
 from app.retrieval.evaluation import fused_runs, metrics
 from app.retrieval.fusion import FusionMethod, fusion_name
 from app.retrieval.rerank import get_reranker
@@ -42,6 +43,14 @@ def run_retrieval(data: RetrievalSet, settings: Settings, limit: int | None) -> 
     queries = list(data.queries.items())[:limit] if limit else list(data.queries.items())
     qrels = {q: data.qrels[q] for q, _ in queries}
     report: dict = {"dataset": data.name, "queries": len(queries), "modes": {}}
+    with session_scope() as session:  # as the background job would: without the labels
+        row = calibrate(session, collection_id, settings)
+        fusion = (
+            f"{fusion_name(row.method, row.dense_weight)}, from {row.queries} {row.source}"
+            if row
+            else f"{fusion_name(settings.fusion_method, settings.fusion_dense_weight)}, default"
+        )
+    report["default_fusion"] = fusion
     for mode in modes_to_run(settings):
         base, rerank = mode.split("+")[0], mode.endswith("+rerank")
         runs: dict[str, list[str]] = {}
@@ -71,7 +80,6 @@ def run_retrieval(data: RetrievalSet, settings: Settings, limit: int | None) -> 
             "p95_ms": round(float(np.percentile(latencies, 95)), 1),
         }
         log.info("%s: %s", mode, report["modes"][mode])
-    report["default_fusion"] = fusion_name(settings.fusion_method, settings.fusion_dense_weight)
     for name, scores in fusion_metrics(data, settings, limit, FIXED).items():
         report["modes"][f"hybrid, {name}"] = scores
     report["run_id"] = store_run("retrieval", data.name, len(queries), settings, report["modes"])

@@ -1,16 +1,23 @@
 """How a collection's hybrid search fuses its BM25 and dense lists.
 
-Without labels, every query is fused by the default (FUSION_METHOD, reciprocal rank fusion:
-the best worst case over three unlike corpora, see the README's "Choosing the fusion").
-Where a collection has labels, an
-eval set an admin gave it or answers people rated, a background job tries each fusion on
-them and the collection's searches use the best; it runs again when the labels change, the
-collection grows or shrinks by a tenth, or another generation goes live. The admin panel
-shows each collection's fusion and the evidence for it; every search response names the
-fusion it used."""
+A background job tries each fusion in GRID on a collection's questions with known answers
+and the collection's searches use the best (the default, FUSION_METHOD, unless another beats
+it by more than TIE). The questions, by what is there:
+1. an eval set an admin gave the collection;
+2. answers people rated up (the question, and the passages that supported the answer);
+3. no labels at all: documents' own titles as questions, each answered by the documents with
+   that title. Chosen among label-free candidates by a rule written down before their results
+   were seen (the README's "Choosing the fusion"). On the dev sets every fusion finds the
+   documents of a title where the text repeats the title's words (SciFact, SQuAD: the default
+   stays), and dense search finds them best among Wikipedia abstracts of entities
+   (dbpedia-entity: dense), where dense search is also what answers people's questions best.
+It runs again when the labels change, the collection grows or shrinks by a tenth, or another
+generation goes live. The admin panel shows each collection's fusion and the evidence for
+it; every search response names the fusion it used."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,9 +42,10 @@ from app.models import (
 )
 from app.retrieval.evaluation import fused_runs, metrics, read_judgements
 from app.retrieval.fusion import FusionMethod, fusion_name
-from app.retrieval.search import default_fusion
+from app.retrieval.search import MAX_QUERY_CHARS, default_fusion
 
-MIN_QUERIES = 10  # labelled questions needed before labels override the default
+MIN_QUERIES = 10  # questions needed before they override the default
+TITLE_QUERIES = 100  # titled documents sampled (seed 0) as questions, without labels
 TIE = 0.002  # nDCG@10 within this of the best: keep the default
 GROWTH = 0.1  # a collection that grew or shrank by this share is calibrated again
 NEW_FEEDBACK = 10  # ... and so is one with this many newly rated answers
@@ -105,6 +113,65 @@ def feedback_labels(session: Session, collection_id: int) -> Labels | None:
     return Labels("feedback", queries, qrels, {chunk: str(doc) for chunk, doc in rows})
 
 
+def _titled(collection_id: int):
+    """A collection's indexed documents whose title came from their content (not the file
+    name or address it falls back to)."""
+    return select(Document.id, Document.title).where(
+        Document.collection_id == collection_id,
+        Document.status == DocumentStatus.indexed,
+        Document.title.is_not(None),
+        Document.title != "",
+        Document.title != func.regexp_replace(Document.filename, r"\.[^.]*$", ""),
+        Document.title.is_distinct_from(Document.source_url),
+    )
+
+
+def titled_documents(session: Session, collection_id: int) -> int:
+    return int(
+        session.scalar(select(func.count()).select_from(_titled(collection_id).subquery())) or 0
+    )
+
+
+def title_labels(session: Session, collection_id: int) -> Labels | None:
+    """Questions without labels: the titles of TITLE_QUERIES documents sampled (seed 0), each
+    answered by every document carrying that title."""
+    rows = session.execute(_titled(collection_id).order_by(Document.id)).all()
+    if not rows:
+        return None
+    answers: dict[str, dict[str, int]] = {}
+    for document_id, title in rows:
+        answers.setdefault(title, {})[str(document_id)] = 1
+    sample = random.Random(0).sample(rows, min(TITLE_QUERIES, len(rows)))
+    queries = {str(d): title[:MAX_QUERY_CHARS] for d, title in sample}
+    qrels = {str(d): answers[title] for d, title in sample}
+    key = session.execute(
+        select(Chunk.id, Chunk.document_id).where(Chunk.collection_id == collection_id)
+    )
+    return Labels("titles", queries, qrels, {chunk: str(doc) for chunk, doc in key})
+
+
+def labels_for(session: Session, collection: Collection) -> Labels | None:
+    """The collection's best questions with answers: its eval set, else its rated answers,
+    else its titles; None when there are fewer than MIN_QUERIES."""
+    for labels in (
+        eval_set_labels(session, collection),
+        feedback_labels(session, collection.id),
+        title_labels(session, collection.id),
+    ):
+        if labels is not None and len(labels.queries) >= MIN_QUERIES:
+            return labels
+    return None
+
+
+def expected_source(session: Session, collection: Collection, feedback: int) -> str | None:
+    """Which labels `labels_for` would use, from counts alone."""
+    if collection.eval_set:
+        return "eval set"
+    if feedback >= MIN_QUERIES:
+        return "feedback"
+    return "titles" if titled_documents(session, collection.id) >= MIN_QUERIES else None
+
+
 # -- calibrating -----------------------------------------------------------------------------
 
 
@@ -125,8 +192,8 @@ def calibrate(session: Session, collection_id: int, settings: Settings) -> Fusio
     live = live_generation(session)
     if collection is None or live is None:
         return None
-    labels = eval_set_labels(session, collection) or feedback_labels(session, collection_id)
-    if labels is None or len(labels.queries) < MIN_QUERIES:
+    labels = labels_for(session, collection)
+    if labels is None:
         session.execute(
             delete(FusionCalibration).where(FusionCalibration.collection_id == collection_id)
         )
@@ -178,7 +245,7 @@ def rated_answers(session: Session, collection_id: int) -> int:
 
 
 def stale(session: Session) -> list[int]:
-    """Collections with labels whose calibration is missing or out of date."""
+    """Collections whose calibration is missing or out of date."""
     live = live_generation(session)
     if live is None:
         return []
@@ -186,12 +253,14 @@ def stale(session: Session) -> list[int]:
     for collection in session.scalars(select(Collection).order_by(Collection.id)):
         row = session.get(FusionCalibration, collection.id)
         feedback = rated_answers(session, collection.id)
-        if not collection.eval_set and feedback < MIN_QUERIES:
+        source = expected_source(session, collection, feedback)
+        if source is None:
             if row is not None:
-                out.append(collection.id)  # its labels are gone: back to the default
+                out.append(collection.id)  # its questions are gone: back to the default
             continue
         if (
             row is None
+            or row.source != source
             or row.generation_id != live.id
             or abs(documents_in(session, collection.id) - row.documents)
             > GROWTH * max(row.documents, 1)
