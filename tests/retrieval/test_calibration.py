@@ -248,3 +248,8 @@ def test_without_labels_titles_calibrate_toward_the_retriever_that_finds_them(
     with session_scope() as s:
         result = search(s, "Note 7", collections=[numbered], settings=settings)
     assert result.fusion == toward_dense and result.hits[0].document == "d7.md"
+    # The admin panel says where each collection's fusion came from.
+    assert (
+        "the documents&#39; titles as questions (no labels): 10 questions"
+        in client.get("/admin").text
+    )
