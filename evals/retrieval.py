@@ -16,7 +16,7 @@ from app.retrieval.calibration import calibrate
 from app.retrieval.evaluation import fused_runs, metrics
 from app.retrieval.fusion import FusionMethod, fusion_name
 from app.retrieval.rerank import get_reranker
-from app.retrieval.search import SearchResult, search
+from app.retrieval.search import SearchResult, default_fusion, search
 from evals.corpus import ensure_corpus
 from evals.datasets import RetrievalSet
 
@@ -48,7 +48,7 @@ def run_retrieval(data: RetrievalSet, settings: Settings, limit: int | None) -> 
         fusion = (
             f"{fusion_name(row.method, row.dense_weight)}, from {row.queries} {row.source}"
             if row
-            else f"{fusion_name(settings.fusion_method, settings.fusion_dense_weight)}, default"
+            else f"{default_fusion(settings).name}, default"
         )
     report["default_fusion"] = fusion
     for mode in modes_to_run(settings):

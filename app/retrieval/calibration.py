@@ -120,16 +120,14 @@ def _titled(collection_id: int):
         Document.collection_id == collection_id,
         Document.status == DocumentStatus.indexed,
         Document.title.is_not(None),
-        Document.title != "",
+        func.trim(Document.title) != "",
         Document.title != func.regexp_replace(Document.filename, r"\.[^.]*$", ""),
         Document.title.is_distinct_from(Document.source_url),
     )
 
 
 def titled_documents(session: Session, collection_id: int) -> int:
-    return int(
-        session.scalar(select(func.count()).select_from(_titled(collection_id).subquery())) or 0
-    )
+    return _count(session, _titled(collection_id))
 
 
 def title_labels(session: Session, collection_id: int) -> Labels | None:
@@ -226,22 +224,22 @@ def calibrate(session: Session, collection_id: int, settings: Settings) -> Fusio
     return row
 
 
+def _count(session: Session, query) -> int:
+    """How many rows a query returns."""
+    return int(session.scalar(select(func.count()).select_from(query.subquery())) or 0)
+
+
 def documents_in(session: Session, collection_id: int) -> int:
-    return int(
-        session.scalar(
-            select(func.count()).where(
-                Document.collection_id == collection_id,
-                Document.status == DocumentStatus.indexed,
-            )
-        )
-        or 0
+    return _count(
+        session,
+        select(Document.id).where(
+            Document.collection_id == collection_id, Document.status == DocumentStatus.indexed
+        ),
     )
 
 
 def rated_answers(session: Session, collection_id: int) -> int:
-    return int(
-        session.scalar(select(func.count()).select_from(_rated(collection_id).subquery())) or 0
-    )
+    return _count(session, _rated(collection_id))
 
 
 def stale(session: Session) -> list[int]:

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from app.db import session_scope
 from app.models import Collection
 from app.retrieval import lexical_snapshot as snapshot
+from app.retrieval.lexical import BM25Index
 from app.retrieval.lexical_store import LexicalFollower
 from app.retrieval.tokenize import tokenize
 from tests.helpers import new_collection, upload, wait_settled
@@ -75,8 +76,6 @@ def test_a_snapshot_is_never_read_for_a_database_made_again(tmp_path: Path):
     """Generation ids restart when a database is made again: the generation's creation time
     in the snapshot's name tells the two apart."""
     key = snapshot.Key(1, "2026-01-01T00:00:00+00:00", 5)
-    from app.retrieval.lexical import BM25Index
-
     index = BM25Index()
     index.add([(1, 1, 1, ["old"])])
     assert snapshot.save(index, tmp_path, key) is not None
