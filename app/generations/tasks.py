@@ -13,13 +13,15 @@ from app.generations.compare import record_comparison
 from app.ingest import pipeline
 from app.ingest.attempts import stop_requested
 from app.models import GenerationState, IndexGeneration
+from app.retrieval.lexical_store import prepare_snapshot, snapshots_folder
 
 BUILD_SLICE_S = 60  # a build hands over to a fresh job after this long
 
 
 def build(generation_id: int) -> str:
     """Fill a generation being built, batch by batch; hand over to a new job after a minute
-    (so no task nears the time limit); when nothing is missing, make it live or ready."""
+    (so no task nears the time limit); when nothing is missing, write its BM25 snapshot
+    (web processes map it when it goes live) and make it live or ready."""
     deadline = time.monotonic() + BUILD_SLICE_S
     while time.monotonic() < deadline:
         with session_scope() as session:
@@ -28,6 +30,8 @@ def build(generation_id: int) -> str:
                 return generation.state if generation else "gone"
             todo = service.missing_documents(session, generation_id, BATCH_DOCUMENTS)
         if not todo:
+            with session_scope() as session:  # (a no-op when a snapshot is there already)
+                prepare_snapshot(session, generation_id, snapshots_folder(get_settings()))
             with session_scope() as session:
                 state = service.complete_generation(session, generation_id)
                 if state == GenerationState.building:  # documents still being ingested

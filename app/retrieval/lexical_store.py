@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.config import Settings, get_settings
 from app.models import Chunk, GenerationState, IndexChange, IndexGeneration
 from app.retrieval import lexical_snapshot as snapshot
 from app.retrieval.lexical import BM25Index
@@ -41,6 +42,49 @@ def _rows(session: Session, generation_id: int, document_ids: list[int] | None =
         query.execution_options(yield_per=LOAD_BATCH)
     ):
         yield chunk_id, document_id, collection_id, lexemes.split()
+
+
+def _key(session: Session, generation_id: int, last_change: int) -> snapshot.Key:
+    made = session.scalar(
+        select(IndexGeneration.created_at).where(IndexGeneration.id == generation_id)
+    )
+    return snapshot.Key(generation_id, made.isoformat() if made else "", last_change)
+
+
+def build_index(session: Session, generation_id: int) -> BM25Index:
+    """The generation's index, built from every one of its chunks in Postgres."""
+    index = BM25Index()
+    batch: list = []
+    for row in _rows(session, generation_id):
+        batch.append(row)
+        if len(batch) >= LOAD_BATCH * 4:
+            index.add(batch)
+            batch = []
+    index.add(batch)
+    return index
+
+
+def prepare_snapshot(session: Session, generation_id: int, folder: Path) -> bool:
+    """Write a snapshot of the generation unless one is there already: the worker does this
+    before a generation it built goes live, so that each web process maps the snapshot
+    instead of building the index from Postgres at its first search. True if written."""
+    last_change = session.scalar(select(func.coalesce(func.max(IndexChange.id), 0))) or 0
+    key = _key(session, generation_id, last_change)  # changes after it are replayed on load
+    if snapshot.newest(folder, key) is not None:
+        return False
+    started = time.perf_counter()
+    written = snapshot.save(build_index(session, generation_id), folder, key) is not None
+    log.info(
+        "BM25 snapshot of generation %s written in %.2fs",
+        generation_id,
+        time.perf_counter() - started,
+    )
+    return written
+
+
+def snapshots_folder(settings: Settings, database_url: str | None = None) -> Path:
+    """Where the BM25 snapshots of a database (the settings' by default) are kept."""
+    return snapshot.folder_for(settings.data_path, database_url or settings.database_url or "")
 
 
 class LexicalFollower:
@@ -80,10 +124,7 @@ class LexicalFollower:
         """The generation's index: from the newest snapshot with the changes since replayed,
         else built from every chunk in Postgres (and a snapshot written for next time)."""
         started = time.perf_counter()
-        made = session.scalar(
-            select(IndexGeneration.created_at).where(IndexGeneration.id == generation_id)
-        )
-        key = snapshot.Key(generation_id, made.isoformat() if made else "", last_change)
+        key = _key(session, generation_id, last_change)
         found = snapshot.newest(self.snapshots, key) if self.snapshots else None
         index = snapshot.load(found[0]) if found else None
         if found and index is not None:
@@ -93,15 +134,8 @@ class LexicalFollower:
             if last_change > found[1]:
                 self._apply_changes(session, last_change)
         else:
-            index = BM25Index()
-            batch: list = []
-            for row in _rows(session, generation_id):
-                batch.append(row)
-                if len(batch) >= LOAD_BATCH * 4:
-                    index.add(batch)
-                    batch = []
-            index.add(batch)
-            self.index, self.generation_id, self.last_change = index, generation_id, last_change
+            self.index = build_index(session, generation_id)
+            self.generation_id, self.last_change = generation_id, last_change
             self.key, self.loaded_from = None, "database"
             self._snapshot(key)
         log.info(
@@ -150,11 +184,9 @@ _followers_lock = threading.Lock()
 
 def lexical_index(database_url: str | None = None) -> LexicalFollower:
     """This process's follower of a database (the settings' by default)."""
-    from app.config import get_settings
-
     settings = get_settings()
     url = database_url or settings.database_url or ""
     with _followers_lock:
         if url not in _followers:
-            _followers[url] = LexicalFollower(snapshot.folder_for(settings.data_path, url))
+            _followers[url] = LexicalFollower(snapshots_folder(settings, url))
         return _followers[url]

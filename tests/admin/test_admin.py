@@ -17,6 +17,7 @@ from sqlalchemy import delete, func, select, text
 from app.config import Settings
 from app.db import session_scope
 from app.models import Chunk, Collection, Document, EvalRun, IndexGeneration
+from app.retrieval.lexical_store import lexical_index, snapshots_folder
 from app.retrieval.search import search
 from tests.helpers import new_collection, tiny_bert, upload, wait_settled
 
@@ -143,6 +144,8 @@ def test_generation_switch_under_a_query_loop(
             assert state == "building" and time.monotonic() < deadline, state
             time.sleep(0.5)
         assert all(g == old_id for g, _, _ in seen)  # still serving the old one
+        # The worker wrote the new generation's BM25 snapshot before it became ready.
+        assert any(snapshots_folder(settings).glob(f"g{new_id}-*/meta.json"))
 
         client.post(f"/admin/generations/{new_id}/compare", data={"collection_id": collection.id})
         deadline = time.monotonic() + 120
@@ -160,6 +163,8 @@ def test_generation_switch_under_a_query_loop(
             assert time.monotonic() < deadline, "the loop never saw the new generation"
             time.sleep(0.1)
         time.sleep(0.5)
+        # This process mapped that snapshot rather than building the index from Postgres.
+        assert lexical_index(settings.database_url).loaded_from == "snapshot"
     finally:
         stop.set()
         loop.join(timeout=30)
