@@ -14,9 +14,11 @@ SITEMAP_NS = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
 
 def parse_page(data: bytes, url: str | None) -> Parsed:
     """The page's main content; when trafilatura finds none (a page that is all list or
-    table), the HTML parser's main-content rules (`parse.html`)."""
+    table), the HTML parser's main-content rules (`parse.html`). HTML nested deeper than
+    the parser reads fails (ParseError), as an uploaded file does."""
     import trafilatura
 
+    fallback = html.parse(data)  # first: it refuses HTML nested past the parser's limit
     text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
     found = trafilatura.extract(
         text,
@@ -30,7 +32,7 @@ def parse_page(data: bytes, url: str | None) -> Parsed:
         favor_precision=True,
     )
     if not found or not found.strip():
-        return html.parse(data)
+        return fallback
     parsed = markdown.parse(found.encode())
     metadata = trafilatura.extract_metadata(text)
     title = clean(metadata.title) if metadata is not None and metadata.title else None

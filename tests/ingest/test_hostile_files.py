@@ -109,7 +109,7 @@ CASES: dict[str, tuple[str, Callable[[], bytes], int | str]] = {
     "100,000 nested elements": (
         "deep.html",
         lambda: b"<html><body>" + b"<div>" * 100_000 + b"deep" + b"</div>" * 100_000 + b"</body>",
-        "no text found",
+        "nested deeper than 256",
     ),
 }
 

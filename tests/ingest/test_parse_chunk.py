@@ -181,6 +181,20 @@ def test_html_without_main_uses_body_and_reads_tables():
     ]
 
 
+def test_html_nested_past_the_parsers_limit_fails_rather_than_losing_text():
+    def nested(depth: int) -> bytes:
+        return (
+            b"<html><body><p>Intro osprey.</p>" + b"<div>" * depth + b"<p>Deep falcon.</p>"
+            + b"</div>" * depth + b"<p>Closing kestrel.</p></body></html>"
+        )  # fmt: skip
+
+    texts = [b.text for b in parse(detect.HTML, nested(200), "n.html").blocks]
+    assert texts == ["Intro osprey.", "Deep falcon.", "Closing kestrel."]
+    # libxml2 stops at 256 levels and drops the rest: the document fails, saying why.
+    with pytest.raises(ParseError, match="nested deeper than 256 elements"):
+        parse(detect.HTML, nested(300), "n.html")
+
+
 def test_markdown_headings_fences_and_front_matter():
     md = (
         b"---\ntitle: x\n---\n# Guide\n\nIntro *text*\nwraps.\n\n"

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from app.config import Settings
 from app.infra.worker_process import WorkerProcess
 from app.ingest.parse import parse
-from app.ingest.structure import Limits
+from app.ingest.structure import Limits, ParseError
 from app.web_pages import addresses
 from app.web_pages.addresses import Refused, check_url, refusal
 from app.web_pages.fetch import Fetcher, FetchError
@@ -248,6 +248,15 @@ def test_an_article_is_read_without_its_chrome(site: str, fetcher: Fetcher):
     headings = [b.text for b in parsed.blocks if b.kind == "heading"]
     assert headings == ["Otters Care Guide", "Feeding", "Enclosure"]
     assert parsed.title == "Otters Care Guide"
+
+
+def test_a_page_nested_past_the_parsers_limit_fails_rather_than_losing_text():
+    page = (
+        b"<html><body><article><p>Intro.</p>" + b"<div>" * 300 + b"<p>Deep.</p>"
+        + b"</div>" * 300 + b"<p>After.</p></article></body></html>"
+    )  # fmt: skip
+    with pytest.raises(ParseError, match="nested deeper than 256 elements"):
+        parse("text/html", page, "x", Limits(10, 10**6), source_url="https://example.org/deep")
 
 
 @pytest.mark.parametrize(

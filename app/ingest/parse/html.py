@@ -117,11 +117,21 @@ class _Walker:
             self.inline.append(el.tail)
 
 
+MAX_DEPTH = 256  # libxml2's limit on nested elements (the walk recurses as deep)
+
+
 def parse(data: bytes) -> Parsed:
+    parser = lxml.html.HTMLParser()
     try:
-        doc = lxml.html.document_fromstring(data)
+        doc = lxml.html.document_fromstring(data, parser=parser)
     except (lxml.etree.ParserError, ValueError) as err:
         raise ParseError(f"not readable HTML ({err})") from err
+    if any(e.type_name == "ERR_RESOURCE_LIMIT" for e in parser.error_log):
+        # libxml2 stops at the limit and drops the rest of the file: refuse, lose nothing
+        # silently.
+        raise ParseError(
+            f"HTML nested deeper than {MAX_DEPTH} elements: the rest of the file cannot be read"
+        )
     title_el = doc.find(".//title")
     title = clean(title_el.text_content()) if title_el is not None else None
     walker = _Walker()
