@@ -82,14 +82,17 @@ def collection_for_upload(
     members_may_create: bool = False,
 ) -> Collection:
     """Where an upload goes: the named collection if the uploader may read it, else a new
-    one of that name (if they may create collections; a name taken by a collection they
-    cannot read is answered as missing)."""
+    one of that name if they may create collections. A collection they cannot read and one
+    that does not exist get the same answer, so an upload never tells whether a name is
+    taken (but by creating it, for those who may create)."""
     name = check_collection_name(name)
     existing = session.scalar(select(Collection).where(Collection.name == name))
-    if existing is not None:
-        if readable is not None and existing.id not in readable:
-            raise NotFound(f"no collection named {name!r}")
+    if existing is not None and (readable is None or existing.id in readable):
         return existing
+    may_create = creator is None or creator.is_admin or members_may_create
+    if existing is not None or not may_create:
+        why = "" if may_create else ": only admins create collections (COLLECTION_CREATORS)"
+        raise NotFound(f"no collection named {name!r} that you may upload to{why}")
     return create_collection(session, name, creator=creator, members_may_create=members_may_create)
 
 

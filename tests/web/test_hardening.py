@@ -55,14 +55,27 @@ def test_members_cannot_create_collections_by_default(client: TestClient):
     name = new_collection()
     made = client.post("/api/collections", json={"name": name}, headers=as_member)
     assert made.status_code == 403 and "COLLECTION_CREATORS" in made.text
-    uploaded = client.post(
-        "/api/documents",
-        data={"collection": name},
-        files=[("files", ("a.md", b"# A\n\nsquatting by upload", "text/markdown"))],
-        headers=as_member,
-    )
-    assert uploaded.status_code == 403
+
+    def upload_to(collection: str):
+        return client.post(
+            "/api/documents",
+            data={"collection": collection},
+            files=[("files", ("a.md", b"# A\n\nsquatting by upload", "text/markdown"))],
+            headers=as_member,
+        )
+
+    uploaded = upload_to(name)
+    assert uploaded.status_code == 404 and "only admins create collections" in uploaded.text
     assert name not in [c["name"] for c in client.get("/api/collections").json()]
+    # A collection that exists but that the member may not read gets the same answer: an
+    # upload does not tell which names are taken.
+    taken = new_collection()
+    assert client.post("/api/collections", json={"name": taken}).status_code == 201
+    refused = upload_to(taken)
+    assert refused.status_code == 404
+    assert refused.json()["error"]["message"] == uploaded.json()["error"]["message"].replace(
+        name, taken
+    )
 
 
 def test_a_taken_name_is_refused_and_never_handed_back(
