@@ -3,15 +3,18 @@ the tests)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 from app.config import Settings
-from app.infra.processes import EmbeddedError, stop_process, tail, wait_group_gone
+from app.infra.processes import EmbeddedError, pid_alive, stop_process, tail, wait_group_gone
 from app.jobs import workers_answering
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ class WorkerProcess:
 
     def start(self, wait: bool = True) -> WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        stop_orphans(self.settings)
         argv = [
             sys.executable,
             "-m",
@@ -65,9 +69,14 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self._record().write_text(json.dumps({"owner": os.getpid(), "name": self.name}))
         if wait:
             self.wait_ready()
         return self
+
+    def _record(self) -> Path:
+        assert self.proc is not None
+        return records_folder(self.settings) / f"{self.proc.pid}.json"
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         assert self.proc is not None
@@ -92,6 +101,8 @@ class WorkerProcess:
         `worker.celery_app`); the group is killed if it lingers past WARM_STOP_S."""
         if self.proc is not None and self.proc.poll() is None:
             stop_process(self.proc.pid, signal.SIGTERM, self.proc, group=False, timeout=WARM_STOP_S)
+        if self.proc is not None:
+            self._record().unlink(missing_ok=True)
         self.proc = None
 
     def alive(self) -> bool:
@@ -102,6 +113,7 @@ class WorkerProcess:
         if self.proc is not None:
             stop_process(self.proc.pid, signal.SIGKILL, self.proc)
             wait_group_gone(self.proc.pid)
+            self._record().unlink(missing_ok=True)
         self.start(wait=False)
 
     def __enter__(self) -> WorkerProcess:
@@ -109,3 +121,46 @@ class WorkerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def records_folder(settings: Settings) -> Path:
+    """Where each worker started from this data directory is recorded (pid, the process that
+    started it, its name), so that one left behind can be found."""
+    folder = settings.data_path / "run" / "workers"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _is_worker(pid: int, name: str) -> bool:
+    """The process is that Celery worker still (not another that took its pid)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"celery" in argv and name.encode() in argv
+
+
+def stop_orphans(settings: Settings) -> list[int]:
+    """Stop the workers that processes of this data directory started and left behind (the
+    process that started one was killed before it could stop it: `serve` after SIGKILL),
+    warm, so that they hand their documents back; a new start then runs one worker, not
+    two. Returns their pids."""
+    stopped = []
+    for record in records_folder(settings).glob("*.json"):
+        try:
+            pid = int(record.stem)
+            info = json.loads(record.read_text())
+            owner, name = int(info["owner"]), str(info["name"])
+        except (OSError, ValueError, KeyError, TypeError):
+            record.unlink(missing_ok=True)
+            continue
+        if pid_alive(owner):
+            continue  # its process still runs it
+        if pid_alive(pid) and _is_worker(pid, name):
+            log.warning(
+                "stopping worker %s (pid %s): the process that started it is gone", name, pid
+            )
+            stop_process(pid, signal.SIGTERM, group=False, timeout=WARM_STOP_S)
+            stopped.append(pid)
+        record.unlink(missing_ok=True)
+    return stopped

@@ -17,7 +17,7 @@ from app import jobs
 from app.config import Settings
 from app.db import session_scope
 from app.infra import supervisor as supervision
-from app.infra.processes import free_port
+from app.infra.processes import free_port, pid_alive
 from app.infra.supervisor import Supervisor
 from app.infra.worker_process import WorkerProcess
 from app.main import create_app
@@ -190,3 +190,44 @@ def test_waiting_gives_up_with_a_message_when_nothing_moves(settings: Settings):
     finally:  # a document queued for ever would keep other tests waiting for idle ingestion
         with session_scope() as s:
             s.execute(delete(Document).where(Document.id == doc_id))
+
+
+@pytest.mark.slow
+def test_a_worker_left_behind_by_a_killed_process_is_stopped_at_the_next_start(
+    settings: Settings, worker: WorkerProcess
+):
+    # A process (as `serve` does) starts a worker in a session of its own, then is killed
+    # with SIGKILL: nothing stops its worker.
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\n"
+            "from app.config import get_settings\n"
+            "from app.infra.worker_process import WorkerProcess\n"
+            "w = WorkerProcess(get_settings()).start(wait=False)\n"
+            "print(w.pid, w.name, flush=True)\n"
+            "time.sleep(600)\n",
+        ],
+        env=settings.child_env(),
+        stdout=subprocess.PIPE,
+    )
+    assert owner.stdout is not None
+    pid_text, name = owner.stdout.readline().decode().split()
+    orphan = int(pid_text)
+    deadline = time.monotonic() + 90
+    while name not in jobs.workers_answering(timeout=1.0):
+        assert time.monotonic() < deadline, "the first worker never answered"
+    owner.kill()
+    owner.wait()
+    assert pid_alive(orphan) and name in jobs.workers_answering(timeout=1.0)
+
+    # The next start finds it, stops it (warm: it hands its work back), and runs alone.
+    # The suite's own worker, whose process is alive, is left alone.
+    fresh = WorkerProcess(settings).start()
+    try:
+        assert not pid_alive(orphan)
+        answering = jobs.workers_answering(timeout=1.0)
+        assert name not in answering and fresh.name in answering and worker.name in answering
+    finally:
+        fresh.stop()
