@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app import admin, jobs
 from app.accounts import routes as accounts
@@ -107,6 +108,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     # An ASGI app as the endpoint (not a function): the MCP transport answers itself.
     app.router.routes.append(
-        Route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        NamedRoute("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"], include_in_schema=False)
     )
     return app
+
+
+class NamedRoute(Route):
+    """A Starlette route that puts itself in the scope, as FastAPI's routes do: the request
+    metrics label a request by its route's path."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = self
+        await super().handle(scope, receive, send)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from app.collections import service
 from app.web.deps import CsrfDep, CurrentUser, SessionDep, SettingsDep, readable
@@ -23,6 +23,8 @@ class CollectionOut(BaseModel):
 
 
 class CollectionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
+
     name: str
 
 

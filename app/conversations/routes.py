@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from markupsafe import Markup, escape
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.accounts.service import SignedIn
 from app.collections.access import can_read, search_scope
@@ -249,6 +249,8 @@ def feedback(
 
 
 class AskIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
+
     question: str = Field(description="the question", max_length=MAX_QUESTION_CHARS)
     collection: str | None = Field(None, description="only this collection")
     conversation_id: int | None = Field(None, description="a follow-up in this conversation")

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.accounts.service import audit
 from app.collections.service import DEFAULT_COLLECTION, get_collection
@@ -159,6 +159,8 @@ async def upload_documents(
 
 
 class UrlsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not ignored
+
     urls: list[str] = Field(
         min_length=1,
         max_length=MAX_URLS_PER_REQUEST,

@@ -55,18 +55,22 @@ def install(app: FastAPI) -> None:
         first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         message = str(first["msg"]).removeprefix("Value error, ")
-        if openai.is_v1(request):  # a body that is not JSON at all is a 400, as OpenAI's
-            unreadable = first.get("type") == "json_invalid"
-            if unreadable or (first.get("type") == "missing" and not where):
+        if openai.is_v1(request):  # a body that is not a JSON object is a 400, as OpenAI's
+            if first.get("type") == "json_invalid" or not where:
                 return openai.error_response(400, message, "invalid_request")
             return openai.error_response(422, message, "invalid_request", where or None)
         return error_response(request, Invalid(f"{where}: {message}" if where else message))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> Response:
-        """No such route or method: OpenAI's shape under /v1, FastAPI's own elsewhere."""
+        """No such route or method, or a body that cannot be parsed (JSON nested too deep):
+        OpenAI's shape under /v1, the app's own under /api, FastAPI's for pages."""
+        code = HTTP_CODES.get(err.status_code, "bad_request")
         if openai.is_v1(request):
-            return openai.error_response(err.status_code, str(err.detail), "not_found")
+            return openai.error_response(err.status_code, str(err.detail), code)
+        if request.url.path.startswith("/api/"):
+            error = AppError(str(err.detail), code=code, status=err.status_code)
+            return JSONResponse({"error": error.to_dict()}, status_code=err.status_code)
         return await http_exception_handler(request, err)
 
     @app.exception_handler(DataError)
@@ -91,5 +95,6 @@ def install(app: FastAPI) -> None:
         return error_response(request, REDIS_DOWN)
 
 
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 DATABASE_DOWN = Unavailable("the database is not answering: try again in a moment")
 REDIS_DOWN = Unavailable("Redis is not answering: try again in a moment")

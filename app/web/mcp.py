@@ -281,6 +281,10 @@ class McpEndpoint:
             return who.user if who is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "GET":  # the spec's answer when there is no stream to offer
+            message = "this MCP server is stateless: it offers no stream to GET; POST requests"
+            await _refuse(send, 405, "method_not_allowed", message)
+            return
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         key = header[7:].strip() if header.lower().startswith("bearer ") else None
         try:
@@ -301,5 +305,7 @@ async def _refuse(send: Send, status: int, code: str, message: str) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
+    if status == 405:
+        headers.append((b"allow", b"POST, DELETE"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

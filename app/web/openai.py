@@ -170,7 +170,7 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(max_length=300)
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
-    stream: bool = False
+    stream: bool = Field(False, strict=True)  # true or false, not "yes"
     filters: Filters | None = None
 
 

@@ -227,3 +227,12 @@ def test_nul_and_huge_bodies_are_refused_at_the_edge(mcp_url: str, admin_key: st
     assert httpx.post(mcp_url, json=call, headers=headers).status_code == 422
     huge = {**call, "params": {"name": "search", "arguments": {"query": "x" * (2 << 20)}}}
     assert httpx.post(mcp_url, json=huge, headers=headers).status_code == 413
+
+
+def test_get_is_405_and_requests_are_measured_under_their_route(mcp_url: str, admin_key: str):
+    # Stateless: there is no stream to hold open for a GET (the spec's answer: 405).
+    got = httpx.get(mcp_url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=10)
+    assert got.status_code == 405 and got.headers["allow"] == "POST, DELETE"
+    run(mcp_url, admin_key, [("tools/list", {})])
+    metrics = httpx.get(mcp_url.removesuffix("/mcp") + "/metrics", timeout=10).text
+    assert 'route="/mcp",status="200"' in metrics.replace('method="POST",', "")

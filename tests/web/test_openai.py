@@ -302,6 +302,7 @@ GOOD = {"model": "groundwork", "messages": [{"role": "user", "content": QUESTION
         ({**GOOD, "filters": {"uploaded_from": "2026-02-30"}}, 422, "filters.uploaded_from"),
         ({**GOOD, "filters": {"labels": ["<x>"]}}, 422, "filters.labels"),
         ({**GOOD, "filters": "labels=hr"}, 422, "filters"),
+        ({**GOOD, "stream": "yes"}, 422, "stream"),
         ({**GOOD, "model": "no-such-model"}, 404, None),
         ({**GOOD, "model": "groundwork/no-such-collection"}, 404, None),
         ({**GOOD, "model": "groundwork/../../etc"}, 404, None),
@@ -341,6 +342,8 @@ def test_bad_bodies_get_openai_shaped_errors(
         ("POST", "/v1/chat/completions", b'{"model": "' + b"x" * (1 << 20) + b'"}', 413),
         ("POST", "/v1/embeddings", b"{}", 404),
         ("GET", "/v1/chat/completions", b"", 405),
+        ("POST", "/v1/chat/completions", b"[" * 100_000 + b"]" * 100_000, 400),
+        ("POST", "/v1/chat/completions", b"[1, 2]", 400),
     ],
 )
 def test_malformed_requests_get_openai_shaped_errors(
@@ -354,7 +357,9 @@ def test_malformed_requests_get_openai_shaped_errors(
         timeout=30,
     )
     assert response.status_code == status, response.text
-    assert set(response.json()["error"]) >= {"message", "type", "param", "code"}
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "param", "code"}
+    assert (error["code"] in ("not_found", "method_not_allowed")) == (status in (404, 405))
 
 
 def test_an_llm_failure_is_a_502_or_an_error_chunk(

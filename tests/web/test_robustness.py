@@ -216,3 +216,35 @@ def test_a_number_past_its_column_is_a_clear_error_in_every_route(
     assert response.status_code == 422, response.text
     assert response.json()["error"]["message"] == "a number in the request is out of range"
     assert client.get("/api/documents", params={"limit": 1}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/ask", {"question": "What is kept?", "colection": "handbook"}, "colection"),
+        ("/api/documents/urls", {"urls": ["https://example.org/"], "colection": "x"}, "colection"),
+        ("/api/collections", {"name": "fine-name", "nmae": "typo"}, "nmae"),
+    ],
+)
+def test_a_misspelt_field_is_refused_not_ignored(
+    client: TestClient, path: str, body: dict, field: str
+):
+    # Ignored, a misspelt "collection" would widen an answer to every collection, or put
+    # pages into the default one.
+    response = client.post(path, json=body)
+    assert response.status_code == 422, response.text
+    assert field in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/api/ask", "/api/collections"])
+def test_json_too_deep_to_parse_is_a_400_in_the_apis_shape(client: TestClient, path: str):
+    response = client.post(
+        path,
+        content=b"[" * 100_000 + b"]" * 100_000,
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "bad_request",
+        "message": "There was an error parsing the body",
+    }
