@@ -63,7 +63,6 @@ _MAGIC: list[tuple[int, bytes, str]] = [
     (0, b"MM\x00*", "image/tiff"),
     (0, b"\x00\x00\x01\x00", "image/x-icon"),
     (0, b"\x7fELF", "application/x-executable"),
-    (0, b"MZ", "application/x-msdownload"),
     (0, b"\xca\xfe\xba\xbe", "application/java-vm"),
     (0, b"\xcf\xfa\xed\xfe", "application/x-mach-binary"),
     (0, b"\x1f\x8b", "application/gzip"),
@@ -149,6 +148,8 @@ def detect(data: bytes, filename: str = "") -> str:
         return _zip_kind(data)
     if head[8:12] == b"WEBP" and head.startswith(b"RIFF"):
         return "image/webp"
+    if _dos_header(head):
+        return "application/x-msdownload"
     for offset, magic, kind in _MAGIC:
         if head[offset : offset + len(magic)] == magic:
             return kind
@@ -207,13 +208,18 @@ def check_docx_archive(data: bytes) -> None:
             )
 
 
+def _dos_header(head: bytes) -> bool:
+    """An executable's DOS header, not text that starts with the letters "MZ"."""
+    return head.startswith(b"MZ") and b"\x00" in head[:64]
+
+
 def executable(data: bytes, filename: str) -> str | None:
     """What makes the file an executable (its first kilobyte or its name), or None."""
     suffix = PurePath(filename).suffix.lower()
     if suffix in EXECUTABLE_SUFFIXES:
         return f"a file named {suffix} runs as a program"
     head = data[:1024]
-    if head.startswith(b"MZ") and b"\x00" in head[:64]:  # a DOS header, not text saying "MZ"
+    if _dos_header(head):
         return "a Windows executable (PE)"
     for magic, what in EXECUTABLE_HEADS:
         if head.startswith(magic):
@@ -235,7 +241,11 @@ def accept(data: bytes, filename: str, max_bytes: int) -> str:
         raise Rejected(f"refused: {program}", status=415, detected="application/x-executable")
     kind = detect(data, filename)
     if kind not in ALLOWED:
-        raise Rejected(f"unsupported type {kind}", status=415, detected=kind)
+        raise Rejected(
+            f"unsupported type {kind}: upload PDF, DOCX, HTML, Markdown, plain text or images",
+            status=415,
+            detected=kind,
+        )
     if kind == DOCX:
         check_docx_archive(data)
     if kind in IMAGES:

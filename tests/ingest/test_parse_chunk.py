@@ -75,6 +75,15 @@ def test_accept_refuses_with_a_reason(data: bytes, status: int, says: str):
     assert says in err.value.reason
 
 
+def test_text_that_starts_with_mz_is_text_and_a_dos_header_is_refused():
+    text = b"MZ is the ISO code of Mozambique. This list explains the country codes.\n"
+    assert detect.accept(text, "codes.txt", max_bytes=1024) == detect.TEXT
+    with pytest.raises(detect.Rejected, match="Windows executable"):
+        detect.accept(b"MZ\x90\x00\x03\x00\x00\x00" + b"\x00" * 56, "f.txt", max_bytes=1024)
+    with pytest.raises(detect.Rejected, match="upload PDF, DOCX, HTML, Markdown"):
+        detect.accept(b"\x1f\x8b\x08\x00" + b"\x00" * 60, "f.gz", max_bytes=1024)
+
+
 def test_zip_bomb_is_refused_from_its_directory_alone():
     bomb = make_zip_bomb(200)
     assert len(bomb) < 1_000_000  # 200 MiB declared in under 1 MB
