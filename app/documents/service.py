@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, joinedload
 
 from app import jobs
 from app.accounts.service import Account
-from app.errors import Conflict, Forbidden, NotFound
+from app.errors import Conflict, Forbidden, Invalid, NotFound
 from app.ingest.detect import Rejected, accept, safe_filename
 from app.ingest.index import record_change
 from app.models import (
@@ -34,6 +34,7 @@ from app.models import (
     IngestionAttempt,
 )
 from app.monitoring.metrics import record_ingested
+from app.retrieval.filters import MAX_LABELS
 
 
 @dataclass
@@ -157,6 +158,11 @@ def same_content(session: Session, collection_id: int, sha256: str) -> Document 
 def _duplicate(existing: Document, labels: Sequence[str], who: Account | None) -> Added:
     added = [label for label in labels if label not in existing.labels]
     if added and may_change(who, existing):
+        if len(existing.labels) + len(added) > MAX_LABELS:
+            raise Invalid(
+                f"{existing.filename} is already stored with {len(existing.labels)} labels; "
+                f"adding {len(added)} would pass the limit of {MAX_LABELS}"
+            )
         existing.labels = [*existing.labels, *added]
     if existing.status == DocumentStatus.failed:
         existing.status = DocumentStatus.queued

@@ -160,6 +160,14 @@ def test_a_duplicate_adds_labels_and_a_new_version_keeps_them(client: TestClient
     )
     newer = send(client, name, "", ("v.md", b"# V\n\nversion two")).json()["documents"][0]
     assert newer["id"] != first["id"] and newer["labels"] == ["alpha", "beta"]
+    # Labels added by duplicates keep to the limit too: 2 + 19 is refused, nothing changes.
+    many = ",".join(f"m{i}" for i in range(19))
+    refused = send(client, name, many, ("v.md", b"# V\n\nversion two"))
+    assert refused.status_code == 422 and "limit of 20" in refused.json()["error"]["message"]
+    kept = client.get(f"/api/documents/{newer['id']}").json()
+    assert kept["labels"] == ["alpha", "beta"]
+    fits = send(client, name, many[: many.rindex(",")], ("v.md", b"# V\n\nversion two"))
+    assert fits.status_code == 200 and len(fits.json()["documents"][0]["labels"]) == 20
 
 
 # -- filtering -------------------------------------------------------------------------------
