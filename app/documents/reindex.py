@@ -39,6 +39,8 @@ def reindex(
     if scope == "document":
         query = query.where(Document.id == document_id(target))
     elif scope == "collection":
+        if not target:
+            raise Invalid("name the collection to reindex")
         collection = session.scalar(select(Collection).where(Collection.name == target))
         if collection is None:
             raise NotFound(f"no collection named {target!r}")
@@ -47,7 +49,10 @@ def reindex(
         raise Invalid("reindex a document, a collection or all")
     docs = list(session.scalars(query.order_by(Document.id)))
     if not docs:
-        raise NotFound("nothing to reindex")
+        raise NotFound(
+            "nothing to reindex: no indexed or failed document there (documents queued or "
+            "being indexed, by a reindex under way too, are being indexed now)"
+        )
     for doc in docs:
         doc.status = DocumentStatus.queued
         doc.error = None

@@ -178,6 +178,19 @@ def test_reindex_of_a_bad_document_id_is_a_clear_error(
     assert _counts() == before
 
 
+def test_reindex_of_a_collection_without_a_name_is_a_clear_error(admin_browser: TestClient):
+    before = _counts()
+    token = csrf_of(admin_browser, "/admin")
+    response = admin_browser.post(
+        "/admin/reindex",
+        data={"scope": "collection", "target": "  "},
+        headers={"X-CSRF-Token": token, "HX-Request": "true"},
+    )
+    assert response.status_code == 422 and "name the collection" in html.unescape(response.text)
+    assert "None" not in response.text
+    assert _counts() == before
+
+
 @pytest.mark.parametrize(
     "argv",
     [
