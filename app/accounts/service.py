@@ -16,10 +16,11 @@ import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, exists, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.errors import Invalid, NotFound, TooManyRequests, Unauthorized
+from app.errors import Conflict, Invalid, NotFound, TooManyRequests, Unauthorized
 from app.models import ApiKey, AuditEvent, Group, GroupMember, User, UserSession
 
 SESSION_DAYS = 14
@@ -238,17 +239,32 @@ def user_by_email(session: Session, email: str) -> User:
     return user
 
 
-def group_named(session: Session, name: str, *, create: bool = False) -> Group:
+def _group_name(name: str) -> str:
     name = (name or "").strip()
     if not name or len(name) > 200:
         raise Invalid("a group name is 1 to 200 characters")
+    return name
+
+
+def group_named(session: Session, name: str) -> Group:
+    name = _group_name(name)
     group = session.scalar(select(Group).where(Group.name == name))
     if group is None:
-        if not create:
-            raise NotFound(f"no group {name}")
-        group = Group(name=name)
-        session.add(group)
-        session.flush()
+        raise NotFound(f"no group {name}")
+    return group
+
+
+def create_group(session: Session, name: str) -> Group:
+    """A new group; a name that is taken is refused (409), not answered as made."""
+    name = _group_name(name)
+    if session.scalar(select(Group.id).where(Group.name == name)) is not None:
+        raise Conflict(f"a group named {name!r} exists already")
+    group = Group(name=name)
+    try:
+        with session.begin_nested():
+            session.add(group)
+    except IntegrityError:  # made by a concurrent request
+        raise Conflict(f"a group named {name!r} exists already") from None
     return group
 
 

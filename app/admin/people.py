@@ -45,7 +45,7 @@ def disable_user(request: Request, user_id: int, session: SessionDep, who: Admin
 def create_group(
     request: Request, session: SessionDep, who: AdminUser, name: Annotated[str, Form()]
 ):
-    group = accounts.group_named(session, name, create=True)
+    group = accounts.create_group(session, name)
     note(session, request, who, "group.create", group.name)
     return _people(request, session)
 

@@ -61,13 +61,13 @@ def add_member(
 
 
 def grant(session: Session, collection: Collection, email: str, group: str) -> None:
-    """Let a user (by email) or a group (by name) read the collection."""
+    """Let a user (by email), a group (by name), or both, read the collection."""
+    if not email.strip() and not group.strip():
+        raise Invalid("name a user (email) or a group")
     if email.strip():
         add_member(session, collection, user=user_by_email(session, email))
-    elif group.strip():
+    if group.strip():
         add_member(session, collection, group=group_named(session, group))
-    else:
-        raise Invalid("name a user (email) or a group")
 
 
 def remove_member(session: Session, member_id: int) -> None:

@@ -355,7 +355,7 @@ def build_world(settings: Settings, data, vectors: dict[str, np.ndarray]) -> dic
         users = [
             accounts.create_user(s, f"u{i}-{tag}@tests.example", PASSWORD) for i in range(n_users)
         ]
-        groups = [accounts.group_named(s, f"g{i}-{tag}", create=True) for i in range(n_groups)]
+        groups = [accounts.create_group(s, f"g{i}-{tag}") for i in range(n_groups)]
         s.flush()
         docs = []
         for c in collections:

@@ -25,7 +25,14 @@ from app.ingest.parse import parse
 from app.ingest.parse.text import decode
 from app.ingest.structure import Limits
 from app.main import create_app
-from app.models import AuditEvent, Document, IndexGeneration, ReindexJob
+from app.models import (
+    AuditEvent,
+    Collection,
+    CollectionMember,
+    Document,
+    IndexGeneration,
+    ReindexJob,
+)
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.helpers import csrf_of, new_collection, sign_in, upload, wait_settled
 
@@ -261,3 +268,51 @@ def test_json_too_deep_to_parse_is_a_400_in_the_apis_shape(client: TestClient, p
         "code": "bad_request",
         "message": "There was an error parsing the body",
     }
+
+
+def test_a_taken_group_name_is_a_409_and_no_audit_row(admin_browser: TestClient):
+    name = f"team-{new_collection()}"
+    token = csrf_of(admin_browser, "/admin")
+    headers = {"X-CSRF-Token": token, "HX-Request": "true"}
+
+    def audited() -> int:
+        with session_scope() as s:
+            return (
+                s.scalar(
+                    select(func.count()).where(
+                        AuditEvent.action == "group.create", AuditEvent.target == name
+                    )
+                )
+                or 0
+            )
+
+    assert admin_browser.post("/admin/groups", data={"name": name}, headers=headers).is_success
+    again = admin_browser.post("/admin/groups", data={"name": f" {name} "}, headers=headers)
+    assert again.status_code == 409 and "exists already" in html.unescape(again.text)
+    assert audited() == 1
+
+
+def test_a_grant_naming_a_user_and_a_group_grants_both(
+    admin_browser: TestClient, client: TestClient
+):
+    collection = new_collection()
+    assert client.post("/api/collections", json={"name": collection}).status_code == 201
+    group = f"team-{collection}"
+    token = csrf_of(admin_browser, "/admin")
+    headers = {"X-CSRF-Token": token, "HX-Request": "true"}
+    assert admin_browser.post("/admin/groups", data={"name": group}, headers=headers).is_success
+    with session_scope() as s:
+        cid = s.scalar(select(Collection.id).where(Collection.name == collection))
+    granted = admin_browser.post(
+        f"/admin/collections/{cid}/members",
+        data={"email": ADMIN_EMAIL, "group": group},
+        headers=headers,
+    )
+    assert granted.status_code == 200
+    with session_scope() as s:
+        members = s.execute(
+            select(CollectionMember.user_id, CollectionMember.group_id).where(
+                CollectionMember.collection_id == cid
+            )
+        ).all()
+    assert sorted((u is None, g is None) for u, g in members) == [(False, True), (True, False)]
