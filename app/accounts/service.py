@@ -16,11 +16,11 @@ import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, exists, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.errors import Conflict, Invalid, NotFound, TooManyRequests, Unauthorized
+from app.db import add_named
+from app.errors import Invalid, NotFound, TooManyRequests, Unauthorized
 from app.models import ApiKey, AuditEvent, Group, GroupMember, User, UserSession
 
 SESSION_DAYS = 14
@@ -256,15 +256,8 @@ def group_named(session: Session, name: str) -> Group:
 
 def create_group(session: Session, name: str) -> Group:
     """A new group; a name that is taken is refused (409), not answered as made."""
-    name = _group_name(name)
-    if session.scalar(select(Group.id).where(Group.name == name)) is not None:
-        raise Conflict(f"a group named {name!r} exists already")
-    group = Group(name=name)
-    try:
-        with session.begin_nested():
-            session.add(group)
-    except IntegrityError:  # made by a concurrent request
-        raise Conflict(f"a group named {name!r} exists already") from None
+    group = Group(name=_group_name(name))
+    add_named(session, group, Group.name, f"a group named {group.name!r} exists already")
     return group
 
 

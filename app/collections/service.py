@@ -7,12 +7,12 @@ import re
 from pathlib import Path
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import jobs
 from app.accounts.service import Account
-from app.errors import Conflict, Forbidden, Invalid, NotFound
+from app.db import add_named
+from app.errors import Forbidden, Invalid, NotFound
 from app.ingest.index import record_change
 from app.models import (
     Collection,
@@ -59,14 +59,8 @@ def create_collection(
     name = check_collection_name(name)
     if creator is not None and not creator.is_admin and not members_may_create:
         raise Forbidden("only admins create collections (COLLECTION_CREATORS): ask one")
-    if session.scalar(select(Collection.id).where(Collection.name == name)) is not None:
-        raise Conflict(f"the name {name!r} is taken: choose another")
     collection = Collection(name=name)
-    try:
-        with session.begin_nested():
-            session.add(collection)
-    except IntegrityError:  # made by a concurrent request
-        raise Conflict(f"the name {name!r} is taken: choose another") from None
+    add_named(session, collection, Collection.name, f"the name {name!r} is taken: choose another")
     if creator is not None and not creator.is_admin:
         session.add(CollectionMember(collection_id=collection.id, user_id=creator.id))
         session.flush()
