@@ -20,6 +20,7 @@ from app.ingest.index import GENERATION_LOCK, create_generation, live_generation
 from app.models import (
     IN_FLIGHT,
     PENDING_STATES,
+    TARGET_STATES,
     Chunk,
     Collection,
     Document,
@@ -249,6 +250,23 @@ def droppable(session: Session) -> list[int]:
         if session.scalar(select(exists().where(Chunk.generation_id == g)))
         or session.scalar(text("SELECT to_regclass(:name)"), {"name": f"chunks_embedding_g{g}"})
     ]
+
+
+def kept_generations(session: Session) -> list[IndexGeneration]:
+    """The generations that can serve now or later: live, pending, or retired within
+    RETIRED_KEEP_S (a roll back returns to one)."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=RETIRED_KEEP_S)
+    return list(
+        session.scalars(
+            select(IndexGeneration).where(
+                IndexGeneration.state.in_(TARGET_STATES)
+                | (
+                    (IndexGeneration.state == GenerationState.retired)
+                    & (IndexGeneration.retired_at >= cutoff)
+                )
+            )
+        )
+    )
 
 
 def drop_generation_chunks(session: Session, generation_id: int) -> int:

@@ -13,7 +13,7 @@ from app.generations.compare import record_comparison
 from app.ingest import pipeline
 from app.ingest.attempts import stop_requested
 from app.models import GenerationState, IndexGeneration
-from app.retrieval.lexical_store import prepare_snapshot, snapshots_folder
+from app.retrieval.lexical_store import prepare_snapshot, prune_snapshots, snapshots_folder
 
 BUILD_SLICE_S = 60  # a build hands over to a fresh job after this long
 
@@ -51,13 +51,16 @@ def build(generation_id: int) -> str:
 
 def drop_retired() -> int:
     """Free the space of cancelled generations, and of retired ones past the time they can
-    be rolled back to. Returns the chunks removed."""
+    be rolled back to (their chunks, vector index and BM25 snapshots). Returns the chunks
+    removed."""
     removed = 0
     with session_scope() as session:
         ids = service.droppable(session)
     for generation_id in ids:
         with session_scope() as session:
             removed += service.drop_generation_chunks(session, generation_id)
+    with session_scope() as session:  # and the BM25 snapshots of those that cannot serve
+        prune_snapshots(snapshots_folder(get_settings()), service.kept_generations(session))
     return removed
 
 

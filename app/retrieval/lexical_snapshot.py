@@ -75,9 +75,10 @@ def newest(folder: Path, key: Key) -> tuple[Path, int] | None:
 
 
 def save(index: BM25Index, folder: Path, key: Key) -> Path | None:
-    """Write the index as the snapshot `key` (unless it exists), then remove this database's
-    other snapshots. Returns where it is; None when it could not be written (logged: the
-    index in memory serves all the same)."""
+    """Write the index as the snapshot `key` (unless it exists), then remove the older
+    snapshots of its generation (another generation's, a pending or a retired one that may
+    serve again, stay until `prune`). Returns where it is; None when it could not be
+    written (logged: the index in memory serves all the same)."""
     target = folder / key.name
     if (target / "meta.json").exists():
         return target
@@ -105,10 +106,25 @@ def save(index: BM25Index, folder: Path, key: Key) -> Path | None:
         shutil.rmtree(tmp, ignore_errors=True)
         return None
     for other in folder.iterdir():
-        if other != target and not other.name.startswith("."):
+        if other != target and other.name.startswith(key.prefix):  # older, same generation
             # A process that mapped it keeps its pages: unlinking does not take them away.
             shutil.rmtree(other, ignore_errors=True)
     return target
+
+
+def prune(folder: Path, keep: set[str]) -> int:
+    """Remove the snapshots of every generation but those whose `Key.prefix` is in `keep`
+    (the others were dropped, or belong to a database made again). Returns how many."""
+    if not folder.is_dir():
+        return 0
+    gone = [
+        path
+        for path in folder.iterdir()
+        if not path.name.startswith(".") and not path.name.startswith(tuple(keep))
+    ]
+    for path in gone:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(gone)
 
 
 def load(path: Path) -> BM25Index | None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -48,6 +49,10 @@ def _key(session: Session, generation_id: int, last_change: int) -> snapshot.Key
     made = session.scalar(
         select(IndexGeneration.created_at).where(IndexGeneration.id == generation_id)
     )
+    return _made_key(generation_id, made, last_change)
+
+
+def _made_key(generation_id: int, made: datetime | None, last_change: int) -> snapshot.Key:
     return snapshot.Key(generation_id, made.isoformat() if made else "", last_change)
 
 
@@ -80,6 +85,11 @@ def prepare_snapshot(session: Session, generation_id: int, folder: Path) -> bool
         time.perf_counter() - started,
     )
     return written
+
+
+def prune_snapshots(folder: Path, kept: list[IndexGeneration]) -> int:
+    """Remove the BM25 snapshots of every generation but the `kept` ones."""
+    return snapshot.prune(folder, {_made_key(g.id, g.created_at, 0).prefix for g in kept})
 
 
 def snapshots_folder(settings: Settings, database_url: str | None = None) -> Path:

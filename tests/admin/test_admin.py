@@ -17,6 +17,8 @@ from sqlalchemy import delete, func, select, text
 from app.config import Settings
 from app.db import session_scope
 from app.models import Chunk, Collection, Document, EvalRun, IndexGeneration
+from app.retrieval import lexical_snapshot as snapshot
+from app.retrieval.lexical import BM25Index
 from app.retrieval.lexical_store import lexical_index, snapshots_folder
 from app.retrieval.search import search
 from tests.helpers import new_collection, tiny_bert, upload, wait_settled
@@ -223,6 +225,14 @@ def test_cancel_a_generation(client: TestClient, settings: Settings, tmp_path: P
         },
     )
     assert second.status_code == 409  # one at a time
+    # A BM25 snapshot of it (as the worker writes when a build completes) goes with it.
+    folder = snapshots_folder(settings)
+    with session_scope() as s:
+        made = s.get(IndexGeneration, generation_id).created_at  # type: ignore[union-attr]
+    key = snapshot.Key(generation_id, made.isoformat(), 0)
+    tiny = BM25Index()
+    tiny.add([(1, 1, 1, ["word"])])
+    assert snapshot.save(tiny, folder, key) is not None
     assert client.post(f"/admin/generations/{generation_id}/cancel").status_code == 200
     assert _state(generation_id) == "cancelled"
     deadline = time.monotonic() + 60
@@ -232,9 +242,10 @@ def test_cancel_a_generation(client: TestClient, settings: Settings, tmp_path: P
             index = s.scalar(
                 text("SELECT to_regclass(:n)"), {"n": f"chunks_embedding_g{generation_id}"}
             )
-        if left == 0 and index is None:
+        snapshots = list(folder.glob(f"{key.prefix}*"))
+        if left == 0 and index is None and not snapshots:
             break
-        assert time.monotonic() < deadline, (left, index)
+        assert time.monotonic() < deadline, (left, index, snapshots)
         time.sleep(0.5)
 
 

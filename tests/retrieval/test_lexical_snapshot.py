@@ -84,3 +84,19 @@ def test_a_snapshot_is_never_read_for_a_database_made_again(tmp_path: Path):
     assert snapshot.newest(tmp_path, again) is None
     # nor one with changes the database does not have yet
     assert snapshot.newest(tmp_path, snapshot.Key(1, key.generation_made, 4)) is None
+
+
+def test_a_snapshot_replaces_its_generations_older_ones_and_prune_keeps_the_named(
+    tmp_path: Path,
+):
+    """A pending generation's snapshot (written by the worker) must not remove the live
+    one's, nor the live one's the pending one's; dropped generations' go with `prune`."""
+    index = BM25Index()
+    index.add([(1, 1, 1, ["kept"])])
+    live, pending = (snapshot.Key(g, f"2026-12-0{g}T00:00:00+00:00", 5) for g in (1, 2))
+    for key in (live, pending, snapshot.Key(1, live.generation_made, 9)):
+        assert snapshot.save(index, tmp_path, key) is not None
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [f"{live.prefix}c9", f"{pending.prefix}c5"]  # c5 of the live one replaced
+    assert snapshot.prune(tmp_path, {pending.prefix}) == 1
+    assert [p.name for p in tmp_path.iterdir()] == [f"{pending.prefix}c5"]
