@@ -20,7 +20,6 @@ from app.ingest.index import GENERATION_LOCK, create_generation, live_generation
 from app.models import (
     IN_FLIGHT,
     PENDING_STATES,
-    TARGET_STATES,
     Chunk,
     Collection,
     Document,
@@ -231,19 +230,18 @@ def cancel_generation(session: Session, generation_id: int) -> IndexGeneration:
     return generation
 
 
-def droppable(session: Session) -> list[int]:
-    """Cancelled generations, and those retired over RETIRED_KEEP_S ago, whose chunks or
-    vector index may still take space."""
+def _done_with():
+    """Generations that will not serve again: cancelled, or retired over RETIRED_KEEP_S
+    ago (past the roll back)."""
     cutoff = datetime.now(UTC) - timedelta(seconds=RETIRED_KEEP_S)
-    candidates = session.scalars(
-        select(IndexGeneration.id).where(
-            (IndexGeneration.state == GenerationState.cancelled)
-            | (
-                (IndexGeneration.state == GenerationState.retired)
-                & (IndexGeneration.retired_at < cutoff)
-            )
-        )
-    ).all()
+    return (IndexGeneration.state == GenerationState.cancelled) | (
+        (IndexGeneration.state == GenerationState.retired) & (IndexGeneration.retired_at < cutoff)
+    )
+
+
+def droppable(session: Session) -> list[int]:
+    """Generations done with whose chunks or vector index may still take space."""
+    candidates = session.scalars(select(IndexGeneration.id).where(_done_with())).all()
     return [
         g
         for g in candidates
@@ -255,18 +253,7 @@ def droppable(session: Session) -> list[int]:
 def kept_generations(session: Session) -> list[IndexGeneration]:
     """The generations that can serve now or later: live, pending, or retired within
     RETIRED_KEEP_S (a roll back returns to one)."""
-    cutoff = datetime.now(UTC) - timedelta(seconds=RETIRED_KEEP_S)
-    return list(
-        session.scalars(
-            select(IndexGeneration).where(
-                IndexGeneration.state.in_(TARGET_STATES)
-                | (
-                    (IndexGeneration.state == GenerationState.retired)
-                    & (IndexGeneration.retired_at >= cutoff)
-                )
-            )
-        )
-    )
+    return list(session.scalars(select(IndexGeneration).where(~_done_with())))
 
 
 def drop_generation_chunks(session: Session, generation_id: int) -> int:

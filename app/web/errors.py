@@ -70,7 +70,7 @@ def install(app: FastAPI) -> None:
             return openai.error_response(err.status_code, str(err.detail), code)
         if request.url.path.startswith("/api/"):
             error = AppError(str(err.detail), code=code, status=err.status_code)
-            return JSONResponse({"error": error.to_dict()}, status_code=err.status_code)
+            return error_response(request, error)
         return await http_exception_handler(request, err)
 
     @app.exception_handler(DataError)

@@ -18,7 +18,7 @@ def parse_page(data: bytes, url: str | None) -> Parsed:
     the parser reads fails (ParseError), as an uploaded file does."""
     import trafilatura
 
-    fallback = html.parse(data)  # first: it refuses HTML nested past the parser's limit
+    doc = html.read(data)  # first: it refuses HTML nested past the parser's limit
     text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
     found = trafilatura.extract(
         text,
@@ -32,7 +32,7 @@ def parse_page(data: bytes, url: str | None) -> Parsed:
         favor_precision=True,
     )
     if not found or not found.strip():
-        return fallback
+        return html.blocks_of(doc)
     parsed = markdown.parse(found.encode())
     metadata = trafilatura.extract_metadata(text)
     title = clean(metadata.title) if metadata is not None and metadata.title else None

@@ -120,18 +120,27 @@ class _Walker:
 MAX_DEPTH = 256  # libxml2's limit on nested elements (the walk recurses as deep)
 
 
-def parse(data: bytes) -> Parsed:
+def read(data: bytes) -> lxml.html.HtmlElement:
+    """The document tree; HTML nested past MAX_DEPTH is a ParseError, not a tree that
+    silently lacks the rest of the file (libxml2 stops reading there)."""
     parser = lxml.html.HTMLParser()
     try:
         doc = lxml.html.document_fromstring(data, parser=parser)
     except (lxml.etree.ParserError, ValueError) as err:
         raise ParseError(f"not readable HTML ({err})") from err
     if any(e.type_name == "ERR_RESOURCE_LIMIT" for e in parser.error_log):
-        # libxml2 stops at the limit and drops the rest of the file: refuse, lose nothing
-        # silently.
         raise ParseError(
             f"HTML nested deeper than {MAX_DEPTH} elements: the rest of the file cannot be read"
         )
+    return doc
+
+
+def parse(data: bytes) -> Parsed:
+    return blocks_of(read(data))
+
+
+def blocks_of(doc: lxml.html.HtmlElement) -> Parsed:
+    """The main content's blocks and the title of a document tree."""
     title_el = doc.find(".//title")
     title = clean(title_el.text_content()) if title_el is not None else None
     walker = _Walker()
